@@ -1,0 +1,51 @@
+"""Keep a SQLite database continuously backed up by running Litestream beside an ASGI app."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._config import Database, Settings
+from ._exceptions import (
+    BinaryError,
+    BinaryNotFoundError,
+    ChecksumMismatchError,
+    ConfigError,
+    DownloadError,
+    LitestreamError,
+    RestoreError,
+    StartupError,
+    SupervisorLookupError,
+    SyncError,
+    UnsupportedPlatformError,
+)
+from ._middleware import LitestreamLifespan
+from ._process import Supervisor
+from ._registry import get_supervisor, start_litestream, status, stop_litestream
+from ._status import State
+
+try:
+    __version__ = version("asgi-litestream")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BinaryError",
+    "BinaryNotFoundError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "Database",
+    "DownloadError",
+    "LitestreamError",
+    "LitestreamLifespan",
+    "RestoreError",
+    "Settings",
+    "StartupError",
+    "State",
+    "Supervisor",
+    "SupervisorLookupError",
+    "SyncError",
+    "UnsupportedPlatformError",
+    "__version__",
+    "get_supervisor",
+    "start_litestream",
+    "status",
+    "stop_litestream",
+]

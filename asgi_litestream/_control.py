@@ -1,0 +1,96 @@
+"""Client for Litestream's control socket: HTTP/1.1 over a unix socket (0.5.7+)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncResult:
+    """Positions after ``POST /sync``: local ``txid`` and what the replica holds."""
+
+    status: str
+    txid: int
+    replicated_txid: int
+
+    @property
+    def caught_up(self) -> bool:
+        return self.replicated_txid >= self.txid
+
+
+# httpx logs every request at INFO; polling the control socket every few seconds
+# would flood the app's logs, so drop just those records.
+_BASE_URL = "http://litestream.control"
+
+
+class _QuietControlRequests(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(isinstance(arg, httpx.URL) and arg.host == "litestream.control"
+                       for arg in (record.args or ()))
+
+
+logging.getLogger("httpx").addFilter(_QuietControlRequests())
+
+
+class ControlError(Exception):
+    """The control socket answered with an error, or not at all."""
+
+
+class ControlClient:
+    """One httpx client bound to one control socket path."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
+            base_url=_BASE_URL,
+            timeout=httpx.Timeout(5.0),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def info(self) -> dict[str, Any]:
+        """``{"version", "pid", "uptime_seconds", "started_at", "database_count"}``."""
+        return await self._request("GET", "/info")
+
+    async def databases(self) -> list[dict[str, Any]]:
+        """``[{"path", "status", "last_sync_at"?}, ...]``."""
+        found = (await self._request("GET", "/list")).get("databases") or []
+        return list(found)
+
+    async def sync(self, path: Path, *, wait: bool, timeout: float) -> SyncResult:
+        """Sync ``path`` to its replica; with ``wait`` only return once it is there."""
+        body: dict[str, Any] = {"path": str(path)}
+        if wait:
+            body.update(wait=True, timeout=max(1, round(timeout)))
+        data = await self._request("POST", "/sync", json=body, timeout=timeout + 2)
+        return SyncResult(
+            status=str(data.get("status", "")),
+            txid=int(data.get("txid", 0)),
+            replicated_txid=int(data.get("replicated_txid", 0)),
+        )
+
+    async def _request(
+        self, method: str, url: str, *, json: Any = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        try:
+            response = await self._client.request(
+                method, url, json=json,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ControlError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"error": response.text.strip()}
+        if response.status_code != 200 or not isinstance(data, dict) or "error" in data:
+            error = data.get("error") if isinstance(data, dict) else data
+            raise ControlError(f"{method} {url}: HTTP {response.status_code}: {error}")
+        return data

@@ -1,0 +1,248 @@
+"""LitestreamLifespan: a pure ASGI middleware that runs Litestream for the app's life.
+
+The lifespan onion, as the server sees it::
+
+    server: lifespan.startup ─► we start Litestream (ready) ─► inner app starts
+    server ◄─ startup.complete ◄────────────────────────────── inner app
+    server: lifespan.shutdown ─────────────────────────────► inner app stops writing
+    inner app ─► shutdown.complete (held) ─► we flush + stop Litestream ─► server
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import _registry
+from ._binary import find_litestream
+from ._config import DEFAULT, ENV_PREFIX, Settings
+from ._exceptions import LitestreamError
+from ._process import Supervisor
+
+logger = logging.getLogger("asgi_litestream")
+
+# Unix socket paths are capped at 108 bytes; keep ours well inside that.
+_MAX_SOCKET_PATH = 100
+
+
+class LitestreamLifespan:
+    """Run Litestream beside the app: ready before the app starts, flushed after it stops.
+
+    Every option may be omitted and then comes from ``ASGI_LITESTREAM_<OPTION>``
+    (upper case), then from its default; see the README for the full list.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        database: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
+        replica_url: str | Mapping[str | os.PathLike[str], str] | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        name: str | None = None,
+        bin_path: str | os.PathLike[str] | None = None,
+        status_path: str | None = DEFAULT,
+        download: bool | None = None,
+        download_url: str | None = None,
+        sync_interval: float | None = None,
+        startup_timeout: float | None = None,
+        flush_timeout: float | None = None,
+        stop_timeout: float | None = None,
+        max_restarts: int | None = None,
+        restart_window: float | None = None,
+        max_backoff: float | None = None,
+        log_level: str | None = None,
+        health_interval: float | None = None,
+    ) -> None:
+        # No I/O and no validation here: Starlette builds middleware lazily inside
+        # the lifespan call, where an exception would read as "lifespan unsupported"
+        # and the app would serve with no backup. Validation happens at startup and
+        # is reported as lifespan.startup.failed.
+        self.app = app
+        self._options: dict[str, Any] = {
+            "database": database, "replica_url": replica_url,
+            "access_key_id": access_key_id, "secret_access_key": secret_access_key,
+            "name": name, "bin_path": bin_path, "status_path": status_path,
+            "download": download, "download_url": download_url,
+            "sync_interval": sync_interval, "startup_timeout": startup_timeout,
+            "flush_timeout": flush_timeout, "stop_timeout": stop_timeout,
+            "max_restarts": max_restarts, "restart_window": restart_window,
+            "max_backoff": max_backoff, "log_level": log_level,
+            "health_interval": health_interval,
+        }
+        if status_path is DEFAULT:
+            env_path = os.environ.get(ENV_PREFIX + "STATUS_PATH")
+            status_path = "/_litestream/status" if env_path is None else env_path or None
+        self.status_path = status_path
+        self.supervisor: Supervisor | None = None
+
+    def __repr__(self) -> str:
+        return f"LitestreamLifespan(app={self.app!r}, status_path={self.status_path!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == self.status_path:
+            await self._status(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # -- status route ---------------------------------------------------------
+
+    async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            response = Response(status_code=405, headers={"allow": "GET, HEAD"})
+        else:
+            if self.supervisor is not None:
+                body = self.supervisor.status()
+            else:
+                body = {"name": None, "status": "down", "state": "not started",
+                        "healthy": False, "restarts": 0, "pid": None, "databases": []}
+            code = 200 if body["status"] == "running" else 503
+            response = _JSONResponse(body, status_code=code,
+                                     headers={"cache-control": "no-store"})
+            if scope["method"] == "HEAD":
+                response.body = b""  # keep content-length: HEAD mirrors GET's headers
+        await response(scope, receive, send)
+
+    # -- lifespan --------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        startup = await receive()
+        try:
+            settings = Settings.from_options(**self._options)
+            binary = await anyio.to_thread.run_sync(lambda: find_litestream(
+                settings.bin_path, download=settings.download,
+                download_url=settings.download_url,
+            ))
+            workdir = _private_workdir()
+        except LitestreamError as exc:
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            raise
+        try:
+            supervisor = Supervisor(settings, binary=binary, workdir=workdir,
+                                    environ=os.environ)
+            _write_private(supervisor.config_path,
+                           settings.to_yaml(socket_path=supervisor.control.socket_path))
+            _registry.register(settings.name, supervisor)
+        except BaseException as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            raise
+        try:
+            await self._run(supervisor, scope, receive, send, startup)
+        finally:
+            _registry.unregister(settings.name, supervisor)
+            self.supervisor = None
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _run(self, supervisor: Supervisor, scope: Scope, receive: Receive,
+                   send: Send, startup: Message) -> None:
+        failure: LitestreamError | None = None
+        async with anyio.create_task_group() as task_group:
+            try:
+                await supervisor.run(task_group)
+            except LitestreamError as exc:
+                failure = exc
+                task_group.cancel_scope.cancel()
+            else:
+                self.supervisor = supervisor
+                if "state" in scope:
+                    scope["state"]["litestream"] = supervisor
+                try:
+                    await self._run_inner_lifespan(supervisor, scope, receive, send, startup)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await supervisor.close()
+                    task_group.cancel_scope.cancel()
+        if failure is not None:
+            await send({"type": "lifespan.startup.failed", "message": str(failure)})
+            raise failure
+
+    async def _run_inner_lifespan(self, supervisor: Supervisor, scope: Scope,
+                                  receive: Receive, send: Send, startup: Message) -> None:
+        """Run the inner app's lifespan inside ours; hold its shutdown reply until
+        Litestream has flushed, so the server does not exit before the replica has
+        every row."""
+        held: list[Message] = []
+        startup_replied = False
+        shutdown_received = False
+        given_startup = False
+
+        async def inner_receive() -> Message:
+            nonlocal given_startup, shutdown_received
+            if not given_startup:
+                given_startup = True
+                return startup
+            message = await receive()
+            shutdown_received = shutdown_received or message["type"] == "lifespan.shutdown"
+            return message
+
+        async def inner_send(message: Message) -> None:
+            nonlocal startup_replied
+            if message["type"] == "lifespan.startup.complete":
+                startup_replied = True
+                await send(message)
+            elif message["type"] in ("lifespan.startup.failed", "lifespan.shutdown.complete",
+                                     "lifespan.shutdown.failed"):
+                startup_replied = True
+                held.append(message)  # sent once Litestream has flushed and stopped
+            else:
+                await send(message)
+
+        inner_error: BaseException | None = None
+        try:
+            await self.app(scope, inner_receive, inner_send)
+        except Exception as exc:
+            if startup_replied:
+                inner_error = exc
+            else:
+                # Like uvicorn: an app that raises before answering startup does not
+                # speak lifespan (Django's ASGI handler). Litestream runs regardless.
+                logger.info("litestream %r: the app does not support lifespan (%s); "
+                            "running Litestream for it anyway", supervisor.settings.name, exc)
+        if not startup_replied:
+            await send({"type": "lifespan.startup.complete"})
+        if not held and not shutdown_received:
+            await receive()  # the server's lifespan.shutdown: the only message left
+        with anyio.CancelScope(shield=True):
+            await supervisor.close()
+        for message in held or [{"type": "lifespan.shutdown.complete"}]:
+            await send(message)
+        if inner_error is not None:
+            raise inner_error
+
+
+class _JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+def _private_workdir() -> Path:
+    """A 0700 directory for the config file and the control socket."""
+    workdir = Path(tempfile.mkdtemp(prefix="als-"))
+    if len(str(workdir / "ctl.sock")) > _MAX_SOCKET_PATH:
+        shutil.rmtree(workdir)
+        workdir = Path(tempfile.mkdtemp(prefix="als-", dir="/tmp"))
+    return workdir
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a 0600 file that nobody else can have opened first."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
