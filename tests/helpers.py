@@ -1,0 +1,165 @@
+"""Test helpers: drive the ASGI lifespan by hand, a small notes app, restore."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+    bucket: str
+    access_key_id: str
+    secret_access_key: str
+
+    def url(self, path: str = "app") -> str:
+        return f"s3://{self.bucket}/{path}?endpoint={self.endpoint}&region=us-east-1"
+
+    def create_bucket(self) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                     aws_access_key_id=self.access_key_id,
+                     aws_secret_access_key=self.secret_access_key,
+                     ).create_bucket(Bucket=self.bucket)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `litestream restore` of this bucket."""
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        env.update(LITESTREAM_ACCESS_KEY_ID=self.access_key_id,
+                   LITESTREAM_SECRET_ACCESS_KEY=self.secret_access_key)
+        return env
+
+
+def litestream_children() -> list[int]:
+    """Pids of live (or unreaped) `litestream` children of this process."""
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue  # a worker thread that just ended
+        for pid in children:
+            try:
+                exe = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if exe.endswith(b"litestream"):
+                found.append(int(pid))
+    return found
+
+
+class LifespanFailed(Exception):
+    def __init__(self, message: str, error: BaseException | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error
+
+
+@asynccontextmanager
+async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
+    """Run ``app``'s lifespan like a server does; yield the lifespan state.
+
+    A startup.failed reply raises LifespanFailed carrying the app's exception.
+    """
+    to_app, app_inbox = anyio.create_memory_object_stream[Message](10)
+    app_outbox, from_app = anyio.create_memory_object_stream[Message](10)
+    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                    "state": {}}
+    errors: list[BaseException] = []
+    finished = anyio.Event()
+
+    async def run() -> None:
+        try:
+            await app(scope, app_inbox.receive, app_outbox.send)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            finished.set()
+
+    failed: LifespanFailed | None = None
+    async with anyio.create_task_group() as tg, to_app, from_app, app_inbox, app_outbox:
+        tg.start_soon(run)
+        await to_app.send({"type": "lifespan.startup"})
+        reply = await from_app.receive()
+        if reply["type"] == "lifespan.startup.failed":
+            await finished.wait()
+            failed = LifespanFailed(reply.get("message", ""), errors[0] if errors else None)
+        else:
+            assert reply["type"] == "lifespan.startup.complete", reply
+            yield scope["state"]
+            await to_app.send({"type": "lifespan.shutdown"})
+            reply = await from_app.receive()
+            await finished.wait()
+            assert reply["type"] == "lifespan.shutdown.complete", (reply, errors)
+    if failed is not None:
+        raise failed
+
+
+def with_state(app: ASGIApp, state: dict[str, Any]) -> ASGIApp:
+    """Give http scopes the lifespan state, as a server does (ASGITransport doesn't)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "state": dict(state)}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+def client(app: ASGIApp, state: dict[str, Any] | None = None) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=with_state(app, state or {}))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def notes_app(db: Path) -> Starlette:
+    """A tiny app that writes and lists rows in ``db``."""
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(db, timeout=5)
+        conn.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
+        return conn
+
+    async def create(request: Request) -> JSONResponse:
+        body = (await request.json())["body"]
+        with connect() as conn:
+            row = conn.execute("INSERT INTO notes (body) VALUES (?)", (body,)).lastrowid
+        return JSONResponse({"id": row}, status_code=201)
+
+    async def listing(request: Request) -> JSONResponse:
+        with connect() as conn:
+            rows = conn.execute("SELECT body FROM notes ORDER BY id").fetchall()
+        return JSONResponse([r[0] for r in rows])
+
+    async def whoami(request: Request) -> JSONResponse:
+        supervisor = request.state.litestream
+        return JSONResponse({"name": supervisor.settings.name, "pid": supervisor.pid})
+
+    return Starlette(routes=[Route("/notes", create, methods=["POST"]),
+                             Route("/notes", listing, methods=["GET"]),
+                             Route("/whoami", whoami)])
+
+
+def restore(litestream_bin: Path, replica_url: str, out: Path,
+            env: dict[str, str] | None = None) -> list[str]:
+    """`litestream restore` the replica into ``out``; return its notes."""
+    env = env or {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    subprocess.run([str(litestream_bin), "restore", "-o", str(out), replica_url],
+                   check=True, env=env, capture_output=True, timeout=60)
+    with sqlite3.connect(out) as conn:
+        return [r[0] for r in conn.execute("SELECT body FROM notes ORDER BY id")]

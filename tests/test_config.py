@@ -1,0 +1,170 @@
+"""Settings: every bad option is a typed error naming the option and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asgi_litestream import ConfigError, Settings
+from asgi_litestream._config import redact_url
+
+
+def build(tmp_path: Path, **options: Any) -> Settings:
+    options.setdefault("database", tmp_path / "app.db")
+    options.setdefault("replica_url", f"file://{tmp_path}/replica")
+    return Settings.from_options(environ={}, **options)
+
+
+BAD_OPTIONS = [
+    ({"replica_url": None}, "replica_url"),
+    ({"replica_url": "ftp://host/x"}, "replica_url"),
+    ({"replica_url": "file://relative/x"}, "replica_url"),
+    ({"replica_url": "s3://bk/x"}, "replica_url"),
+    ({"replica_url": "s3:///x"}, "replica_url"),
+    ({"replica_url": "sftp://host/x"}, "replica_url"),
+    ({"replica_url": "s3://bucket/$HOME"}, "replica_url"),
+    ({"database": None}, "database"),
+    ({"database": []}, "database"),
+    ({"database": "sqlite://"}, "database"),
+    ({"database": "sqlite:///:memory:"}, "database"),
+    ({"database": ":memory:"}, "database"),
+    ({"database": "/no/such/folder/app.db"}, "database"),
+    ({"database": 42}, "database"),
+    ({"name": "has spaces"}, "name"),
+    ({"sync_interval": 0}, "sync_interval"),
+    ({"startup_timeout": -1}, "startup_timeout"),
+    ({"flush_timeout": float("inf")}, "flush_timeout"),
+    ({"stop_timeout": "5"}, "stop_timeout"),
+    ({"max_restarts": -1}, "max_restarts"),
+    ({"max_restarts": 2.5}, "max_restarts"),
+    ({"log_level": "loud"}, "log_level"),
+    ({"status_path": "status"}, "status_path"),
+    ({"secret_access_key": ""}, "secret_access_key"),
+]
+
+
+@pytest.mark.parametrize(("options", "option"), BAD_OPTIONS)
+def test_bad_option_names_itself_and_the_fix(
+    tmp_path: Path, options: dict[str, Any], option: str
+) -> None:
+    """Each bad option raises ConfigError naming the option and a fix."""
+    with pytest.raises(ConfigError) as error:
+        build(tmp_path, **options)
+    assert error.value.option == option
+    assert str(error.value).startswith(option)
+    assert "Fix: " in str(error.value)
+
+
+def test_database_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    """A folder given as the database is refused with a fix."""
+    with pytest.raises(ConfigError, match="is a directory"):
+        build(tmp_path, database=tmp_path)
+
+
+def test_sqlalchemy_urls_map_to_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite:///rel, sqlite:////abs and sqlite+aiosqlite:/// all name files."""
+    monkeypatch.chdir(tmp_path)
+    settings = build(tmp_path, database=["sqlite:///a.db", f"sqlite+aiosqlite:///{tmp_path}/b.db",
+                                         f"sqlite:///{tmp_path}/c.db?check_same_thread=false"])
+    assert [db.path for db in settings.databases] == [
+        tmp_path / "a.db", tmp_path / "b.db", tmp_path / "c.db"]
+
+
+def test_several_databases_share_a_base_url_by_stem(tmp_path: Path) -> None:
+    """With several databases, each replicates to <replica_url>/<file stem>."""
+    settings = build(tmp_path, database=[tmp_path / "app.db", tmp_path / "users.db"],
+                     replica_url="s3://bucket/prod?endpoint=http://127.0.0.1:9000")
+    assert [db.replica_url for db in settings.databases] == [
+        "s3://bucket/prod/app?endpoint=http://127.0.0.1:9000&region=us-east-1",
+        "s3://bucket/prod/users?endpoint=http://127.0.0.1:9000&region=us-east-1",
+    ]
+
+
+def test_same_stem_twice_is_refused(tmp_path: Path) -> None:
+    """Two databases with one stem would share a replica: refused."""
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ConfigError, match="share the file stem"):
+        build(tmp_path, database=[tmp_path / "app.db", tmp_path / "a" / "app.db"])
+
+
+def test_replica_mapping_gives_each_database_its_url(tmp_path: Path) -> None:
+    """replica_url may map each database to its own replica."""
+    settings = Settings.from_options(environ={}, replica_url={
+        tmp_path / "a.db": "file:///backups/a", str(tmp_path / "b.db"): "s3://bucket/b"})
+    assert [(db.path.name, db.replica_url) for db in settings.databases] == [
+        ("a.db", "file:///backups/a"), ("b.db", "s3://bucket/b")]
+
+
+def test_environment_fills_unset_options(tmp_path: Path) -> None:
+    """ASGI_LITESTREAM_* variables configure everything when no keyword is given."""
+    environ = {
+        "ASGI_LITESTREAM_DATABASE": f"{tmp_path}/a.db,{tmp_path}/b.db",
+        "ASGI_LITESTREAM_REPLICA_URL": "s3://bucket/app",
+        "ASGI_LITESTREAM_NAME": "orders",
+        "ASGI_LITESTREAM_STATUS_PATH": "",
+        "ASGI_LITESTREAM_SYNC_INTERVAL": "0.5",
+        "ASGI_LITESTREAM_MAX_RESTARTS": "3",
+        "ASGI_LITESTREAM_DOWNLOAD": "no",
+        "AWS_ACCESS_KEY_ID": "AKIAENVKEY",
+        "AWS_SECRET_ACCESS_KEY": "env-secret",
+    }
+    settings = Settings.from_env(environ)
+    assert len(settings.databases) == 2
+    assert settings.name == "orders"
+    assert settings.status_path is None
+    assert settings.sync_interval == 0.5
+    assert settings.max_restarts == 3
+    assert settings.download is False
+    assert settings.secrets() == ["AKIAENVKEY", "env-secret"]
+
+
+def test_bad_environment_variable_is_named(tmp_path: Path) -> None:
+    """A malformed variable is reported under its own name."""
+    with pytest.raises(ConfigError, match="ASGI_LITESTREAM_STARTUP_TIMEOUT"):
+        Settings.from_env({"ASGI_LITESTREAM_DATABASE": str(tmp_path / "a.db"),
+                           "ASGI_LITESTREAM_REPLICA_URL": "s3://bucket/app",
+                           "ASGI_LITESTREAM_STARTUP_TIMEOUT": "soon"})
+
+
+def test_keywords_beat_the_environment(tmp_path: Path) -> None:
+    """An explicit keyword wins over its environment variable."""
+    settings = Settings.from_options(
+        environ={"ASGI_LITESTREAM_NAME": "from-env"}, name="from-kwarg",
+        database=tmp_path / "a.db", replica_url="s3://bucket/app")
+    assert settings.name == "from-kwarg"
+
+
+def test_config_file_and_repr_hold_no_secret(tmp_path: Path) -> None:
+    """Secrets go only to the child's environment: not the YAML, not a repr."""
+    settings = build(tmp_path, replica_url="sftp://me:hunter2pw@host:22/backups",
+                     access_key_id="AKIASECRETID", secret_access_key="s3cr3t-key")
+    text = settings.to_yaml(socket_path=tmp_path / "ctl.sock")
+    for secret in ("hunter2pw", "AKIASECRETID", "s3cr3t-key"):
+        assert secret not in text
+        assert secret not in repr(settings)
+    env = settings.child_env({"AWS_CA_BUNDLE": "/etc/ca.pem", "HOME": "/root"})
+    assert "AWS_CA_BUNDLE" not in env
+    assert env["LITESTREAM_SECRET_ACCESS_KEY"] == "s3cr3t-key"
+    url = yaml.safe_load(text)["dbs"][0]["replica"]["url"]
+    variable = url.split("${")[1].split("}")[0]
+    assert env[variable] == "hunter2pw"
+
+
+def test_redact_url_hides_passwords_and_secret_query_values() -> None:
+    """Userinfo passwords and secret-looking query values become ***."""
+    assert redact_url("sftp://me:pw@host:22/p?key=k&region=x") == (
+        "sftp://me:***@host:22/p?key=***&region=x")
+
+
+def test_generated_config_lists_every_database(tmp_path: Path) -> None:
+    """The YAML Litestream gets has every database, JSON logs and the socket."""
+    settings = build(tmp_path, database=[tmp_path / "a.db", tmp_path / "b.db"],
+                     sync_interval=0.25)
+    config = yaml.safe_load(settings.to_yaml(socket_path=tmp_path / "ctl.sock"))
+    assert [d["path"] for d in config["dbs"]] == [str(tmp_path / "a.db"), str(tmp_path / "b.db")]
+    assert config["dbs"][0]["replica"]["sync-interval"] == "250ms"
+    assert config["logging"]["type"] == "json"
+    assert config["socket"] == {"enabled": True, "path": str(tmp_path / "ctl.sock")}
