@@ -14,9 +14,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -29,12 +27,9 @@ from ._binary import find_litestream
 from ._config import DEFAULT, ENV_PREFIX, Settings
 from ._exceptions import LitestreamError
 from ._process import Supervisor
+from ._workdir import private_workdir, write_config
 
 logger = logging.getLogger("asgi_litestream")
-
-# Unix socket paths are capped at 108 bytes; keep ours well inside that.
-_MAX_SOCKET_PATH = 100
-
 
 class LitestreamLifespan:
     """Run Litestream beside the app: ready before the app starts, flushed after it stops.
@@ -127,15 +122,14 @@ class LitestreamLifespan:
                 settings.bin_path, download=settings.download,
                 download_url=settings.download_url,
             ))
-            workdir = _private_workdir()
+            workdir = private_workdir()
         except LitestreamError as exc:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
             supervisor = Supervisor(settings, binary=binary, workdir=workdir,
                                     environ=os.environ)
-            _write_private(supervisor.config_path,
-                           settings.to_yaml(socket_path=supervisor.control.socket_path))
+            write_config(settings, workdir)
             _registry.register(settings.name, supervisor)
         except BaseException as exc:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -230,19 +224,3 @@ class _JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, separators=(",", ":")).encode()
-
-
-def _private_workdir() -> Path:
-    """A 0700 directory for the config file and the control socket."""
-    workdir = Path(tempfile.mkdtemp(prefix="als-"))
-    if len(str(workdir / "ctl.sock")) > _MAX_SOCKET_PATH:
-        shutil.rmtree(workdir)
-        workdir = Path(tempfile.mkdtemp(prefix="als-", dir="/tmp"))
-    return workdir
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a 0600 file that nobody else can have opened first."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)

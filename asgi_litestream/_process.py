@@ -32,6 +32,7 @@ from ._config import Settings
 from ._control import ControlClient, ControlError
 from ._exceptions import StartupError, SyncError
 from ._status import DatabaseHealth, State, uptime
+from ._workdir import CONFIG_NAME, SOCKET_NAME
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -52,8 +53,8 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.binary = binary
-        self.config_path = workdir / "litestream.yml"
-        self.control = ControlClient(workdir / "ctl.sock")
+        self.config_path = workdir / CONFIG_NAME
+        self.control = ControlClient(workdir / SOCKET_NAME)
         self.state = State.STARTING
         self.pid: int | None = None
         self.version: str | None = None
