@@ -85,6 +85,10 @@ class Settings:
     max_backoff: float = 30.0
     log_level: str = "info"
     health_interval: float = 2.0
+    max_lag: float = 10.0
+    strict_status: bool = False
+    restore_if_missing: bool = True
+    restore_timeout: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +118,10 @@ class Settings:
         max_backoff: float | None = None,
         log_level: str | None = None,
         health_interval: float | None = None,
+        max_lag: float | None = None,
+        strict_status: bool | None = None,
+        restore_if_missing: bool | None = None,
+        restore_timeout: float | None = None,
     ) -> Settings:
         """Validate keyword options, falling back to the environment, then defaults."""
         env = os.environ if environ is None else environ
@@ -127,7 +135,11 @@ class Settings:
             status = None if status is _OFF else (status or "/_litestream/status")
         else:
             status = status_path
-        settings = cls(
+        sync = opt.seconds("sync_interval", sync_interval, 1.0)
+        health = opt.seconds("health_interval", health_interval, 2.0)
+        # A replica may trail by a few sync intervals before that means trouble.
+        default_lag = max(10 * sync, 3 * health, 10.0)
+        return cls(
             databases=databases,
             access_key_id=opt.secret("access_key_id", access_key_id, "ACCESS_KEY_ID"),
             secret_access_key=opt.secret(
@@ -138,7 +150,7 @@ class Settings:
             download=opt.get("download", download, _parse_bool, True),
             download_url=opt.raw("download_url", download_url, str),
             status_path=_status_path(status),
-            sync_interval=opt.seconds("sync_interval", sync_interval, 1.0),
+            sync_interval=sync,
             startup_timeout=opt.seconds("startup_timeout", startup_timeout, 15.0),
             flush_timeout=opt.seconds("flush_timeout", flush_timeout, 10.0),
             stop_timeout=opt.seconds("stop_timeout", stop_timeout, 5.0),
@@ -146,9 +158,13 @@ class Settings:
             restart_window=opt.seconds("restart_window", restart_window, 60.0),
             max_backoff=opt.seconds("max_backoff", max_backoff, 30.0),
             log_level=opt.get("log_level", log_level, str, "info").lower(),
-            health_interval=opt.seconds("health_interval", health_interval, 2.0),
+            health_interval=health,
+            max_lag=opt.seconds("max_lag", max_lag, default_lag),
+            strict_status=opt.get("strict_status", strict_status, _parse_bool, False),
+            restore_if_missing=opt.get("restore_if_missing", restore_if_missing, _parse_bool,
+                                       True),
+            restore_timeout=opt.seconds("restore_timeout", restore_timeout, 600.0),
         )
-        return settings
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -204,9 +220,10 @@ class Settings:
             })
         config: dict[str, Any] = {
             "logging": {"level": self.log_level, "type": "json"},
-            # Litestream retries its own final sync this long after SIGTERM; keep it
-            # inside our stop timeout so that SIGKILL is the exception.
-            "shutdown-sync-timeout": _duration(max(self.stop_timeout - 0.5, 0.5)),
+            # Litestream retries its own final sync this long after SIGTERM. Our flush
+            # (POST /sync with wait) has already run by then on a graceful stop, so keep
+            # it short: an orphaned child (its app was SIGKILLed) must exit within 2 s.
+            "shutdown-sync-timeout": _duration(min(max(self.stop_timeout - 0.5, 0.5), 1.5)),
             "dbs": dbs,
         }
         if socket_path is not None:

@@ -60,6 +60,10 @@ class LitestreamLifespan:
         max_backoff: float | None = None,
         log_level: str | None = None,
         health_interval: float | None = None,
+        max_lag: float | None = None,
+        strict_status: bool | None = None,
+        restore_if_missing: bool | None = None,
+        restore_timeout: float | None = None,
     ) -> None:
         # No I/O and no validation here: Starlette builds middleware lazily inside
         # the lifespan call, where an exception would read as "lifespan unsupported"
@@ -75,7 +79,9 @@ class LitestreamLifespan:
             "flush_timeout": flush_timeout, "stop_timeout": stop_timeout,
             "max_restarts": max_restarts, "restart_window": restart_window,
             "max_backoff": max_backoff, "log_level": log_level,
-            "health_interval": health_interval,
+            "health_interval": health_interval, "max_lag": max_lag,
+            "strict_status": strict_status, "restore_if_missing": restore_if_missing,
+            "restore_timeout": restore_timeout,
         }
         if status_path is DEFAULT:
             env_path = os.environ.get(ENV_PREFIX + "STATUS_PATH")
@@ -100,12 +106,18 @@ class LitestreamLifespan:
         if scope["method"] not in ("GET", "HEAD"):
             response = Response(status_code=405, headers={"allow": "GET, HEAD"})
         else:
-            if self.supervisor is not None:
-                body = self.supervisor.status()
+            supervisor = self.supervisor
+            if supervisor is not None:
+                body = supervisor.status()
+                # Readiness follows "running"; alerting may also demand "healthy"
+                # (strict_status=True, or ?strict=1 on one probe only).
+                strict = supervisor.settings.strict_status or _query_flag(scope, b"strict")
+                ok = body["status"] == "running" and (body["healthy"] or not strict)
             else:
                 body = {"name": None, "status": "down", "state": "not started",
                         "healthy": False, "restarts": 0, "pid": None, "databases": []}
-            code = 200 if body["status"] == "running" else 503
+                ok = False
+            code = 200 if ok else 503
             response = _JSONResponse(body, status_code=code,
                                      headers={"cache-control": "no-store"})
             if scope["method"] == "HEAD":
@@ -217,6 +229,14 @@ class LitestreamLifespan:
             await send(message)
         if inner_error is not None:
             raise inner_error
+
+
+def _query_flag(scope: Scope, name: bytes) -> bool:
+    for pair in scope.get("query_string", b"").split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == name:
+            return value.lower() not in (b"0", b"false", b"no")
+    return False
 
 
 class _JSONResponse(Response):

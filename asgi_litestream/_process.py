@@ -1,24 +1,31 @@
-"""The supervisor: spawn Litestream, wait until it is ready, pump its logs,
-restart it when it dies, and stop it without losing a committed row.
+"""The supervisor: lead or stand by, spawn Litestream, wait until it is ready, pump
+its logs, restart it when it dies, and stop it without losing a committed row.
 
 The flow, in the order it happens::
 
-    start()      spawn `litestream replicate`, wait for the control socket to
-                 answer with our child's pid and list every database
-    supervise()  (a task) wait for the child to exit; if nobody asked for it,
-                 restart it at once, then with capped exponential backoff; give up
-                 (FAILED) after more than max_restarts exits in restart_window
-    poll()       (a task) refresh replication positions for the status route
-    stop()       POST /sync with wait for every database (the replica has every
-                 committed row), then SIGTERM, then SIGKILL past stop_timeout
+    run()        join the database's workers; take its leader lock, or stand by
+                 (another worker runs Litestream; see _leader.py)
+      _lead()    restore missing databases from their replicas, then start()
+      start()    spawn `litestream replicate`, wait until the control socket
+                 answers with our child's pid and lists every database
+    _supervise() (task) when the child exits unasked, restart it at once, then
+                 with capped exponential backoff; more than max_restarts exits in
+                 restart_window → FAILED, down until start_litestream()
+    _watch()     (task) a standby takes the leader lock as soon as it is free
+    _poll()      (task) refresh replication positions for the status route
+    close()      wait for the other workers to stop writing, then stop():
+                 POST /sync with wait for every database, SIGTERM, SIGKILL past
+                 stop_timeout
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import math
+import os
+import shutil
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -27,26 +34,42 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from ._config import Settings
 from ._control import ControlClient, ControlError
-from ._exceptions import StartupError, SyncError
-from ._status import DatabaseHealth, State, uptime
+from ._exceptions import LitestreamError, StartupError, SyncError
+from ._leader import Leadership
+from ._logs import parse_log_line
+from ._restore import restore_database
+from ._status import DatabaseHealth, Role, State, uptime
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
 logger = logging.getLogger("asgi_litestream")
 
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
-           "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 # Backoff before the n-th consecutive restart: none for the first (back within
 # milliseconds), then 0.5 s doubling up to max_backoff.
 _FIRST_BACKOFF = 0.5
 _READY_POLL = 0.005
+_LOCK_POLL = 0.1
 _MAX_LINE = 64 * 1024
+# How long a leader waits at shutdown for the other workers to stop writing.
+_MAX_HANDOVER_WAIT = 5.0
+
+# Exec'd by the current interpreter when `setpriv` is missing: ask the kernel to
+# SIGTERM Litestream when its parent dies, then become Litestream (same pid, so
+# signals and the control socket's pid check are unchanged).
+_PDEATHSIG_EXEC = """\
+import ctypes, os, signal, sys
+PR_SET_PDEATHSIG = 1
+if ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) or os.getppid() != int(sys.argv[1]):
+    os._exit(70)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 class Supervisor:
-    """Owns one Litestream child process for one LitestreamLifespan."""
+    """Owns Litestream for one LitestreamLifespan in one worker process."""
 
     def __init__(
         self, settings: Settings, *, binary: Path, workdir: Path, environ: Mapping[str, str]
@@ -55,6 +78,8 @@ class Supervisor:
         self.binary = binary
         self.config_path = workdir / CONFIG_NAME
         self.control = ControlClient(workdir / SOCKET_NAME)
+        self.leadership = Leadership(settings.databases)
+        self.role: Role | None = None
         self.state = State.STARTING
         self.pid: int | None = None
         self.version: str | None = None
@@ -62,12 +87,15 @@ class Supervisor:
         self.last_exit_code: int | None = None
         self.last_errors: deque[str] = deque(maxlen=10)
         self.last_flush_ok: bool | None = None
+        self.leader: dict[str, Any] = {}  # what the leading worker published
         self.health = [DatabaseHealth(database=db) for db in settings.databases]
         self._env = settings.child_env(environ)
         self._secrets = settings.secrets()
         self._started_at: float | None = None
         self._process: anyio.abc.Process | None = None
         self._pump_done: dict[int, anyio.Event] = {}
+        self._leader_control: ControlClient | None = None
+        self._leader_ok = False
         self._want_running = True
         self._closing = False
         self._wake = anyio.Event()
@@ -79,35 +107,71 @@ class Supervisor:
 
     @property
     def running(self) -> bool:
+        """True while the databases are being replicated, by us or by the leader."""
+        if self.role is Role.STANDBY:
+            return self._leader_ok
         return self.state is State.RUNNING
 
-    @property
-    def uptime_s(self) -> float | None:
-        return uptime(self._started_at) if self.running else None
+    async def run(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Startup: lead (restore, spawn, ready) or find the leader ready; then keep
+        supervising in ``task_group``. Raises StartupError / RestoreError."""
+        self._task_group = task_group
+        limit = self.settings.startup_timeout
+        if self.settings.restore_if_missing:
+            limit += self.settings.restore_timeout
+        try:
+            with anyio.fail_after(limit):
+                # File locks held by other processes: nothing to await but time.
+                while not self.leadership.join():  # noqa: ASYNC110
+                    await anyio.sleep(_LOCK_POLL)  # a leader is checking who still writes
+                # Lead if the lock is free; else wait for the leader to be ready (break),
+                # or for the lock (the loop ends, and the else branch leads).
+                while not self.leadership.try_lead():
+                    if await self._follow():
+                        break
+                    await anyio.sleep(_LOCK_POLL)
+                else:
+                    await self._lead()
+        except TimeoutError:
+            self._give_up_startup()
+            raise StartupError(
+                f"the worker leading Litestream for {self._paths()} (pid "
+                f"{self.leader.get('pid')}) was not replicating within {limit}s. Fix: "
+                "check that worker's logs"
+            ) from None
+        except BaseException:
+            self._give_up_startup()
+            raise
+        await self.refresh_health()  # the status route is truthful from the start
+        task_group.start_soon(self._supervise)
+        task_group.start_soon(self._watch)
+        task_group.start_soon(self._poll)
 
     async def start(self) -> None:
-        """Spawn Litestream and return once it is ready; a no-op when running.
+        """Start Litestream again after stop(); a no-op when it runs.
 
+        On a standby worker this only allows it to take over when the leader goes.
         Raises StartupError (with Litestream's own error line) if it exits or is
         not ready within ``startup_timeout``; no child is left behind.
         """
         async with self._lock:
             self._want_running = True
             self._recent_exits.clear()
-            if self._process is not None:
+            if self._process is not None or self.role is not Role.LEADER:
                 return
             self.state = State.STARTING
             try:
                 await self._spawn()
             except StartupError:
                 self.state = State.FAILED
+                self._publish()
                 raise
             self._wake.set()
 
     async def stop(self) -> bool:
         """Flush every database to its replica, then stop Litestream.
 
-        The supervisor stays up: :meth:`start` brings Litestream back. Returns
+        The supervisor and the app stay up: start() brings Litestream back. Returns
         whether the final flush reached the replica for every database.
         """
         async with self._lock:
@@ -115,7 +179,7 @@ class Supervisor:
             self._wake.set()
             process = self._process
             if process is None:
-                if self.state is not State.FAILED:
+                if self.state in (State.RESTARTING, State.STARTING):
                     self.state = State.STOPPED
                 return True
             self.state = State.STOPPING
@@ -127,25 +191,28 @@ class Supervisor:
             self.pid = None
             self.state = State.STOPPED
             self.last_flush_ok = flushed
+            self._publish()
             return flushed
 
     async def sync(self, *, timeout: float | None = None) -> dict[str, int]:  # noqa: ASYNC109
         """Wait until every database's replica holds everything committed so far.
 
-        Returns ``{path: replicated_txid}``; raises SyncError when Litestream is not
-        running or the replica does not catch up within ``timeout``.
+        Works on a standby too (through the leader's control socket). Returns
+        ``{path: replicated_txid}``; raises SyncError when nothing replicates or the
+        replica does not catch up within ``timeout``.
         """
         timeout = self.settings.flush_timeout if timeout is None else timeout
-        if not self.running:
-            raise SyncError(f"Litestream {self.settings.name!r} is {self.state.value}, "
-                            "so nothing can reach the replica")
+        control = self._control()
+        if not self.running or control is None:
+            raise SyncError(f"Litestream {self.settings.name!r} is not running "
+                            f"({self.state.value}), so nothing can reach the replica")
         positions: dict[str, int] = {}
         with anyio.move_on_after(timeout) as scope:
             for db in self.settings.databases:
                 if not db.path.exists():
                     continue
                 try:
-                    result = await self.control.sync(db.path, wait=True, timeout=timeout)
+                    result = await control.sync(db.path, wait=True, timeout=timeout)
                 except ControlError as exc:
                     raise SyncError(f"sync of {db.path} failed: {exc}") from exc
                 if not result.caught_up:
@@ -156,38 +223,146 @@ class Supervisor:
             raise SyncError(f"the replica did not catch up within {timeout}s")
         return positions
 
-    async def run(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Start the first Litestream, then supervise and poll in ``task_group``."""
-        self._task_group = task_group
-        await self.start()
-        await self.refresh_health()  # the status route is truthful from the start
-        task_group.start_soon(self._supervise)
-        task_group.start_soon(self._poll_health)
-
     async def close(self) -> None:
-        """Final stop at shutdown: flush, stop, and release the control client."""
+        """Shutdown: once the other workers stop writing, flush and stop."""
         if self._closing:
             return
         self._closing = True
-        try:
-            flushed = await self.stop()
-            if flushed:
-                logger.info("litestream %r: final flush complete; every committed row is "
-                            "in the replica", self.settings.name)
-            else:
-                logger.error("litestream %r: final flush FAILED; the replica may miss the "
-                             "latest rows (see the errors above)", self.settings.name)
-        finally:
-            with anyio.CancelScope(shield=True):
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            try:
+                self.leadership.leave()
+                if self.role is Role.LEADER and self._process is not None:
+                    await self._wait_for_other_workers()
+                    if await self.stop():
+                        logger.info("litestream %r: final flush complete; every committed "
+                                    "row is in the replica", self.settings.name)
+                    else:
+                        logger.error("litestream %r: final flush FAILED; the replica may "
+                                     "miss the latest rows (see the errors above)",
+                                     self.settings.name)
+                else:
+                    await self.stop()
+            finally:
+                self.leadership.resign()
                 await self.control.aclose()
+                if self._leader_control is not None:
+                    await self._leader_control.aclose()
+
+    # -- leading and standing by -------------------------------------------------
+
+    async def _lead(self) -> None:
+        self.role = Role.LEADER
+        self.leader = {"pid": os.getpid()}
+        logger.info("litestream %r: this worker (pid %d) leads replication of %s",
+                    self.settings.name, os.getpid(), self._paths())
+        if self.settings.restore_if_missing:
+            await self._restore_missing()
+        self.state = State.STARTING
+        self._want_running = True
+        await self.start()
+
+    async def _restore_missing(self) -> None:
+        missing = [db for db in self.settings.databases if not db.path.exists()]
+        if not missing:
+            return
+        self.state = State.RESTORING
+        self._publish()
+        for db in missing:
+            logger.info("litestream %r: %s is missing; restoring it from %s",
+                        self.settings.name, db.path, db.replica)
+            await anyio.to_thread.run_sync(functools.partial(
+                restore_database, self.binary, self.config_path, db, self._env,
+                timeout=self.settings.restore_timeout,
+            ))
+
+    async def _follow(self) -> bool:
+        """True once another worker leads and its Litestream answers."""
+        info = self.leadership.leader_info()
+        if not info or info.get("state") != State.RUNNING.value:
+            return False
+        self.role, self.state, self.leader = Role.STANDBY, State.STANDBY, info
+        control = self._control()
+        if control is None:
+            return False
+        try:
+            found = await control.info()
+        except ControlError:
+            return False
+        self._leader_ok = found.get("pid") == info.get("litestream_pid")
+        if self._leader_ok:
+            logger.info("litestream %r: standing by; worker %s leads (litestream pid %s)",
+                        self.settings.name, info.get("pid"), info.get("litestream_pid"))
+        return self._leader_ok
+
+    async def _watch(self) -> None:
+        """A standby takes over as soon as the leader lock is free."""
+        while not self._closing:
+            await anyio.sleep(_LOCK_POLL)
+            if self.role is not Role.STANDBY or not self._want_running or self._closing:
+                continue
+            if not self.leadership.try_lead():
+                continue
+            logger.warning("litestream %r: the leading worker (pid %s) is gone; taking over",
+                           self.settings.name, self.leader.get("pid"))
+            self._leader_ok = False
+            try:
+                await self._lead()
+            except LitestreamError as exc:
+                self.state = State.FAILED
+                self._publish()
+                logger.error("litestream %r: taking over failed: %s", self.settings.name, exc)
+
+    async def _wait_for_other_workers(self) -> None:
+        with anyio.move_on_after(min(self.settings.flush_timeout, _MAX_HANDOVER_WAIT)):
+            while not self.leadership.others_gone():  # noqa: ASYNC110 - other processes
+                await anyio.sleep(0.02)
+
+    def _publish(self) -> None:
+        if self.role is Role.LEADER and self.leadership.leading:
+            self.leadership.publish(
+                state=self.state.value, socket=str(self.control.socket_path),
+                litestream_pid=self.pid, restarts=self.restarts, version=self.version,
+                last_exit_code=self.last_exit_code, name=self.settings.name,
+            )
+
+    def _give_up_startup(self) -> None:
+        self.leadership.resign()
+        self.leadership.leave()
+
+    def _control(self) -> ControlClient | None:
+        """Our own control socket when leading; the leader's when standing by."""
+        if self.role is not Role.STANDBY:
+            return self.control
+        socket = self.leader.get("socket")
+        if not socket:
+            return None
+        if self._leader_control is None or str(self._leader_control.socket_path) != socket:
+            if self._leader_control is not None:
+                # Its connections are to a socket that is gone; nothing to flush.
+                self._task_group_spawn(self._leader_control.aclose)
+            self._leader_control = ControlClient(Path(socket))
+        return self._leader_control
+
+    def _task_group_spawn(self, func: Any) -> None:
+        if self._task_group is not None:
+            self._task_group.start_soon(func)
 
     # -- spawning and readiness ----------------------------------------------
 
+    def _command(self) -> list[str]:
+        command = [str(self.binary), "replicate", "-config", str(self.config_path)]
+        if not sys.platform.startswith("linux"):
+            return command  # no parent-death signal; close() still stops it
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            return [setpriv, "--pdeathsig", "TERM", "--", *command]
+        return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]
+
     async def _spawn(self) -> None:
         assert self._task_group is not None, "run() sets the task group"
-        command = [str(self.binary), "replicate", "-config", str(self.config_path)]
         process = await anyio.open_process(
-            command,
+            self._command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -195,6 +370,9 @@ class Supervisor:
             # Its own session: a terminal's SIGINT/SIGHUP reaches only us, and we
             # stop Litestream in order (SIGHUP would kill it with no final sync).
             start_new_session=True,
+            # Litestream holds the leader lock with us, so a standby cannot start a
+            # second one while this child still runs, even if we die first.
+            pass_fds=self.leadership.fds,
         )
         done = anyio.Event()
         self._pump_done[process.pid] = done
@@ -222,8 +400,9 @@ class Supervisor:
         self.pid = process.pid
         self._started_at = time.monotonic()
         self.state = State.RUNNING
+        self._publish()
         logger.info("litestream %r: running (pid %d, %s)", self.settings.name, process.pid,
-                    ", ".join(str(db.path) for db in self.settings.databases))
+                    self._paths())
 
     async def _wait_ready(self, process: anyio.abc.Process) -> None:
         """Ready = the control socket is *our* child's and lists every database."""
@@ -249,7 +428,7 @@ class Supervisor:
         while not self._closing:
             process = self._process
             if process is None:
-                if self._want_running:
+                if self.state is State.RESTARTING:
                     await self._restart_after_backoff()
                 else:
                     self._wake = anyio.Event()
@@ -257,7 +436,7 @@ class Supervisor:
                 continue
             code = await process.wait()
             if self._process is not process:
-                continue  # stop() took it down on purpose and reaped it
+                continue  # stop() took it down on purpose and reaps it
             await self._drain(process)
             await process.aclose()
             self._process = None
@@ -280,10 +459,11 @@ class Supervisor:
                 self.settings.name, len(self._recent_exits), self.settings.restart_window,
                 code, self._error_tail(), self.settings.name,
             )
-            return
-        self.state = State.RESTARTING
-        logger.warning("litestream %r: exited unexpectedly with code %s%s; restarting",
-                       self.settings.name, code, self._error_tail())
+        else:
+            self.state = State.RESTARTING
+            logger.warning("litestream %r: exited unexpectedly with code %s%s; restarting",
+                           self.settings.name, code, self._error_tail())
+        self._publish()
 
     async def _restart_after_backoff(self) -> None:
         attempt = len(self._recent_exits)
@@ -295,7 +475,7 @@ class Supervisor:
             with anyio.move_on_after(delay):
                 await self._wake.wait()  # stop() or shutdown cuts the wait short
         async with self._lock:
-            if self._process is not None or not self._want_running or self._closing:
+            if self._process is not None or self.state is not State.RESTARTING:
                 return
             self.restarts += 1
             try:
@@ -383,110 +563,100 @@ class Supervisor:
             return
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        level, message = parse_log_line(text)
+        level, message, database = parse_log_line(text)
         logger.log(level, "litestream[%d]: %s", pid, message)
         if level >= logging.WARNING:
             self.last_errors.append(message)
+            for health in self.health:
+                if database == health.database.path.name:
+                    health.last_errors.append(message)
 
     def _error_tail(self) -> str:
         return f": {self.last_errors[-1]}" if self.last_errors else ""
 
+    def _paths(self) -> str:
+        return ", ".join(str(db.path) for db in self.settings.databases)
+
     # -- health -----------------------------------------------------------------
 
-    async def _poll_health(self) -> None:
+    async def _poll(self) -> None:
         while not self._closing:
             await anyio.sleep(self.settings.health_interval)
-            if self.running:
+            if not self._closing:
                 await self.refresh_health()
 
     async def refresh_health(self) -> None:
-        """Ask Litestream for every database's local and replicated position."""
+        """Ask Litestream (ours, or the leader's) for every database's positions."""
+        if self.role is Role.STANDBY:
+            self.leader = self.leadership.leader_info() or self.leader
+            if self.leader.get("state") != State.RUNNING.value:
+                self._leader_ok = False
+                return
+        elif not self.running:
+            return
+        control = self._control()
+        if control is None:
+            return
         try:
-            listed = {d.get("path"): d for d in await self.control.databases()}
+            listed = {d.get("path"): d for d in await control.databases()}
         except ControlError as exc:
-            listed = {}
+            self._leader_ok = False
             for health in self.health:
                 health.error = str(exc)
+            return
+        self._leader_ok = True
         now = time.monotonic()
         for health in self.health:
-            path = health.database.path
-            entry = listed.get(str(path), {})
-            health.litestream_status = entry.get("status")
-            health.last_sync_at = entry.get("last_sync_at") or health.last_sync_at
-            if not path.exists():
-                health.txid = health.replicated_txid = 0
-                health.caught_up_at, health.error, health.polled_at = now, None, now
-                continue
-            try:
-                result = await self.control.sync(path, wait=False, timeout=5)
-            except ControlError as exc:
-                health.error = str(exc)
-                continue
-            health.txid, health.replicated_txid = result.txid, result.replicated_txid
-            if result.caught_up:
-                health.caught_up_at = now
-            health.error, health.polled_at = None, now
+            await self._refresh_database(control, health, listed, now)
+
+    async def _refresh_database(self, control: ControlClient, health: DatabaseHealth,
+                                listed: dict[Any, dict[str, Any]], now: float) -> None:
+        path = health.database.path
+        entry = listed.get(str(path), {})
+        health.litestream_status = entry.get("status")
+        health.last_sync_at = entry.get("last_sync_at") or health.last_sync_at
+        if not path.exists():
+            health.txid = health.replicated_txid = 0
+            health.caught_up_at, health.error, health.polled_at = now, None, now
+            return
+        try:
+            # Without wait this returns at once with both positions; a hung replica
+            # shows up as a timeout here rather than as silence.
+            result = await control.sync(path, wait=False, timeout=5)
+        except ControlError as exc:
+            health.error = str(exc)
+            return
+        health.txid, health.replicated_txid = result.txid, result.replicated_txid
+        if result.caught_up:
+            health.caught_up_at = now
+        health.error, health.polled_at = None, now
 
     def status(self) -> dict[str, Any]:
         """The status route's JSON: only values held in memory."""
         now = time.monotonic()
-        databases = [h.to_json(now, self._max_lag_seconds) for h in self.health]
+        max_lag = self.settings.max_lag
+        databases = [h.to_json(now, max_lag) for h in self.health]
+        standby = self.role is Role.STANDBY
+        leader = self.leader if standby else {}
         return {
             "name": self.settings.name,
             "status": "running" if self.running else "down",
             "state": self.state.value,
+            "role": self.role.value if self.role else None,
+            "leader_pid": self.leader.get("pid"),
+            "worker_pid": os.getpid(),
             "healthy": self.running and all(d["healthy"] for d in databases),
-            "pid": self.pid,
-            "uptime_s": self.uptime_s,
-            "restarts": self.restarts,
-            "last_exit_code": self.last_exit_code,
+            "pid": leader.get("litestream_pid") if standby else self.pid,
+            "uptime_s": uptime(self._started_at) if self.running and not standby else None,
+            "restarts": leader.get("restarts", 0) if standby else self.restarts,
+            "last_exit_code": leader.get("last_exit_code") if standby else self.last_exit_code,
             "last_errors": list(self.last_errors),
             "last_flush_ok": self.last_flush_ok,
-            "version": self.version,
+            "version": leader.get("version") if standby else self.version,
             "databases": databases,
         }
-
-    @property
-    def _max_lag_seconds(self) -> float:
-        # A replica may trail by a few sync intervals before that means trouble.
-        return max(10 * self.settings.sync_interval, 3 * self.settings.health_interval, 10.0)
 
 
 class _Exited(Exception):
     def __init__(self, code: int | None) -> None:
         self.code = code
-
-
-def parse_log_line(text: str) -> tuple[int, str]:
-    """Litestream's JSON log line → (logging level, "msg key=value ...")."""
-    if text.startswith("{"):
-        try:
-            # Litestream repeats keys (a compaction "level" after the log level):
-            # keep the first of each.
-            record = json.loads(text, object_pairs_hook=_first_wins)
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
-            level = _LEVELS.get(str(record.pop("level", "")).upper(), logging.INFO)
-            record.pop("time", None)
-            message = str(record.pop("msg", ""))
-            fields = " ".join(f"{k}={_field(v)}" for k, v in record.items())
-            return level, f"{message} {fields}".strip()
-    lowered = text.lower()
-    if lowered.startswith(("error", "panic", "fatal")):
-        return logging.ERROR, text
-    return logging.INFO, text
-
-
-def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for key, value in pairs:
-        record.setdefault(key, value)
-    return record
-
-
-def _field(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:g}"
-    text = value if isinstance(value, str) else json.dumps(value)
-    return json.dumps(text) if " " in text else text

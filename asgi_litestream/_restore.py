@@ -40,11 +40,12 @@ def restore_database(
         _remove(partial)
         raise RestoreError(f"restoring {target} from {database.replica} took over "
                            f"{timeout}s. Fix: check the replica is reachable") from None
-    output = (result.stdout + result.stderr).strip()
+    lines = (result.stdout + result.stderr).strip().splitlines()
     if result.returncode != 0:
         _remove(partial)
+        reason = lines[-1] if lines else "no output"
         raise RestoreError(f"restoring {target} from {database.replica} failed "
-                           f"(exit {result.returncode}): {output.splitlines()[-1:] or ''}")
+                           f"(exit {result.returncode}): {reason}")
     if not partial.exists():
         logger.info("no backup of %s in %s: starting fresh", target, database.replica)
         return False

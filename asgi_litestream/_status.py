@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -11,10 +12,19 @@ from typing import Any
 from ._config import Database
 
 
+class Role(str, Enum):
+    """Whether this worker runs Litestream (leader) or relies on another that does."""
+
+    LEADER = "leader"
+    STANDBY = "standby"
+
+
 class State(str, Enum):
-    """Where the supervisor is in its life. Only RUNNING counts as "running"."""
+    """Where the supervisor is in its life."""
 
     STARTING = "starting"
+    RESTORING = "restoring"  # restoring a missing database from its replica
+    STANDBY = "standby"  # another worker leads; we take over if it goes
     RUNNING = "running"
     RESTARTING = "restarting"  # crashed; waiting out the backoff before the next spawn
     STOPPING = "stopping"
@@ -34,6 +44,7 @@ class DatabaseHealth:
     caught_up_at: float | None = None  # monotonic time the replica last had every txid
     error: str | None = None
     polled_at: float | None = None
+    last_errors: deque[str] = field(default_factory=lambda: deque(maxlen=5))
 
     def lag(self) -> int | None:
         if self.txid is None or self.replicated_txid is None:
@@ -66,6 +77,7 @@ class DatabaseHealth:
             "last_sync_at": self.last_sync_at,
             "healthy": self.healthy(now, max_lag_seconds),
             "error": self.error,
+            "last_errors": list(self.last_errors),
         }
 
 

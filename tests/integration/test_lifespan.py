@@ -210,7 +210,7 @@ async def test_litestream_log_lines_keep_their_levels(
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=missing_bucket.url(),
                              access_key_id=s3.access_key_id,
                              secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
-                             flush_timeout=1, stop_timeout=1)
+                             flush_timeout=1, stop_timeout=1, restore_if_missing=False)
     async with lifespan(app) as state:
         await write_notes(app, state, "x")
         with anyio.fail_after(10):
@@ -308,7 +308,8 @@ async def test_litestream_startup_error_fails_the_lifespan_with_its_own_line(
         yield
 
     app = LitestreamLifespan(Starlette(lifespan=inner_lifespan), database=tmp_path / "app.db",
-                             replica_url="abs://container/app", bin_path=litestream_bin)
+                             replica_url="abs://container/app", bin_path=litestream_bin,
+                             restore_if_missing=False)
     with pytest.raises(LifespanFailed, match="account name is required") as failure:
         async with lifespan(app):
             pass

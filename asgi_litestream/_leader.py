@@ -1,0 +1,130 @@
+"""One Litestream per database across worker processes.
+
+Two Litestream processes on one database corrupt its replica, and every worker of
+``uvicorn --workers N`` runs the lifespan. So each database has two lock files
+beside it:
+
+``.<db>.litestream-leader``
+    ``flock(LOCK_EX)`` by the leading worker, and inherited by its Litestream child,
+    so the lock is free only once *both* are gone: a standby can never start a
+    second Litestream while an orphan still replicates. The file holds the leader's
+    pid, its control socket and its state, for the standbys' status routes.
+``.<db>.litestream-members``
+    ``flock(LOCK_SH)`` by every worker while it serves. At shutdown the leader waits
+    for ``LOCK_EX`` on it (every other worker has stopped writing) before its final
+    flush, so a whole-server shutdown flushes once, after the last write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ._config import Database
+
+
+def _lock_path(database: Path, role: str) -> Path:
+    return database.with_name(f".{database.name}.litestream-{role}")
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class Leadership:
+    """The leader and member locks of a set of databases, for one worker."""
+
+    def __init__(self, databases: tuple[Database, ...]) -> None:
+        # Sorted, so that two supervisors over overlapping sets cannot deadlock.
+        self.paths = sorted(db.path for db in databases)
+        self._leader_fds: list[int] = []
+        self._member_fds: list[int] = []
+
+    @property
+    def leading(self) -> bool:
+        return bool(self._leader_fds)
+
+    @property
+    def fds(self) -> list[int]:
+        """Descriptors Litestream must inherit to hold the leader lock with us."""
+        return list(self._leader_fds)
+
+    def try_lead(self) -> bool:
+        """Take every database's leader lock, or none of them."""
+        if self.leading:
+            return True
+        taken: list[int] = []
+        for path in self.paths:
+            fd = _open(_lock_path(path, "leader"))
+            if not _try_flock(fd, fcntl.LOCK_EX):
+                os.close(fd)
+                for other in taken:
+                    os.close(other)
+                return False
+            taken.append(fd)
+        self._leader_fds = taken
+        return True
+
+    def publish(self, **info: Any) -> None:
+        """Tell the standbys who leads and where its control socket is."""
+        data = json.dumps({"pid": os.getpid(), **info}).encode()
+        for fd in self._leader_fds:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+
+    def leader_info(self) -> dict[str, Any] | None:
+        """What the current leader published (None if nobody has, or mid-write)."""
+        try:
+            text = _lock_path(self.paths[0], "leader").read_text()
+            info = json.loads(text)
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def resign(self) -> None:
+        if self._leader_fds:
+            self.publish(state="stopped")
+        for fd in self._leader_fds:
+            os.close(fd)  # Litestream's inherited copy is gone by now
+        self._leader_fds = []
+
+    def join(self) -> bool:
+        """Count this worker among those serving (shared lock on each database)."""
+        if self._member_fds:
+            return True
+        taken: list[int] = []
+        for path in self.paths:
+            fd = _open(_lock_path(path, "members"))
+            if not _try_flock(fd, fcntl.LOCK_SH):
+                os.close(fd)
+                for other in taken:
+                    os.close(other)
+                return False
+            taken.append(fd)
+        self._member_fds = taken
+        return True
+
+    def leave(self) -> None:
+        for fd in self._member_fds:
+            os.close(fd)
+        self._member_fds = []
+
+    def others_gone(self) -> bool:
+        """True once no other worker holds a member lock (call after leave())."""
+        fds = [_open(_lock_path(path, "members")) for path in self.paths]
+        try:
+            return all(_try_flock(fd, fcntl.LOCK_EX) for fd in fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
