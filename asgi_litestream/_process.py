@@ -55,6 +55,8 @@ _LOCK_POLL = 0.1
 _MAX_LINE = 64 * 1024
 # How long a leader waits at shutdown for the other workers to stop writing.
 _MAX_HANDOVER_WAIT = 5.0
+# How long a standby at shutdown looks for the leader to start stopping too.
+_LEADER_STOP_GRACE = 1.0
 
 # Exec'd by the current interpreter when `setpriv` is missing: ask the kernel to
 # SIGTERM Litestream when its parent dies, then become Litestream (same pid, so
@@ -233,6 +235,8 @@ class Supervisor:
             try:
                 self.leadership.leave()
                 if self.role is Role.LEADER and self._process is not None:
+                    self.state = State.STOPPING
+                    self._publish()  # standbys wait for our flush before they exit
                     await self._wait_for_other_workers()
                     if await self.stop():
                         logger.info("litestream %r: final flush complete; every committed "
@@ -241,6 +245,8 @@ class Supervisor:
                         logger.error("litestream %r: final flush FAILED; the replica may "
                                      "miss the latest rows (see the errors above)",
                                      self.settings.name)
+                elif self.role is Role.STANDBY:
+                    await self._wait_for_leader_to_flush()
                 else:
                     await self.stop()
             finally:
@@ -316,6 +322,24 @@ class Supervisor:
     async def _wait_for_other_workers(self) -> None:
         with anyio.move_on_after(min(self.settings.flush_timeout, _MAX_HANDOVER_WAIT)):
             while not self.leadership.others_gone():  # noqa: ASYNC110 - other processes
+                await anyio.sleep(0.02)
+
+    async def _wait_for_leader_to_flush(self) -> None:
+        """When the whole server stops, outlive the leader's flush.
+
+        Hypercorn's master terminates every worker as soon as the first one exits;
+        a standby that exits first would get the leader killed mid-flush. If the
+        leader is not stopping too (only this worker is going), leave at once.
+        """
+        grace = time.monotonic() + _LEADER_STOP_GRACE
+        limit = self.settings.flush_timeout + self.settings.stop_timeout + _MAX_HANDOVER_WAIT
+        with anyio.move_on_after(limit):
+            while True:
+                state = (self.leadership.leader_info() or {}).get("state")
+                if state != State.STOPPING.value and (
+                    state != State.RUNNING.value or time.monotonic() > grace
+                ):
+                    return
                 await anyio.sleep(0.02)
 
     def _publish(self) -> None:

@@ -139,7 +139,7 @@ def notes_app(db: Path) -> Starlette:
         body = (await request.json())["body"]
         with connect() as conn:
             row = conn.execute("INSERT INTO notes (body) VALUES (?)", (body,)).lastrowid
-        return JSONResponse({"id": row}, status_code=201)
+        return JSONResponse({"id": row, "worker": os.getpid()}, status_code=201)
 
     async def listing(request: Request) -> JSONResponse:
         with connect() as conn:
@@ -148,7 +148,8 @@ def notes_app(db: Path) -> Starlette:
 
     async def whoami(request: Request) -> JSONResponse:
         supervisor = request.state.litestream
-        return JSONResponse({"name": supervisor.settings.name, "pid": supervisor.pid})
+        return JSONResponse({"name": supervisor.settings.name, "pid": supervisor.pid,
+                             "worker": os.getpid()})
 
     return Starlette(routes=[Route("/notes", create, methods=["POST"]),
                              Route("/notes", listing, methods=["GET"]),
@@ -163,3 +164,53 @@ def restore(litestream_bin: Path, replica_url: str, out: Path,
                    check=True, env=env, capture_output=True, timeout=60)
     with sqlite3.connect(out) as conn:
         return [r[0] for r in conn.execute("SELECT body FROM notes ORDER BY id")]
+
+
+def process_tree() -> dict[int, int]:
+    """{pid: parent pid} of every process on the machine."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name may hold spaces and parentheses: split after the last ')'.
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def descendants(root: int) -> list[int]:
+    parents = process_tree()
+    found, frontier = [], [root]
+    while frontier:
+        current = frontier.pop()
+        children = [pid for pid, parent in parents.items() if parent == current]
+        found += children
+        frontier += children
+    return found
+
+
+def is_litestream(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and any(arg.endswith(b"/litestream") for arg in argv[:1])
+
+
+def litestreams_replicating(database: Path) -> list[int]:
+    """Every live `litestream replicate` on the machine whose config names ``database``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not is_litestream(int(entry.name)):
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            config = Path(argv[argv.index(b"-config") + 1].decode()).read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        if str(database) in config:
+            found.append(int(entry.name))
+    return found

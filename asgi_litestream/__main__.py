@@ -1,0 +1,5 @@
+"""``python -m asgi_litestream``: the same command line as ``asgi-litestream``."""
+
+from asgi_litestream._cli import main
+
+raise SystemExit(main())
