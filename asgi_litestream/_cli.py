@@ -19,13 +19,12 @@ import shutil
 import sys
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from . import __version__
 from ._binary import DEFAULT_VERSION, download_litestream, find_litestream
-from ._config import _SECRET_QUERY, Settings
+from ._config import Settings
 from ._exceptions import LitestreamError, RestoreError
 from ._restore import restore_database
 from ._workdir import private_workdir, write_config
@@ -73,25 +72,13 @@ def _download(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    sys.stdout.write(_scrub(settings.to_yaml(), _secret_values(settings)))
+    sys.stdout.write(_scrub(settings.to_yaml(), settings.secrets()))
     return 0
 
 
-def _secret_values(settings: Settings) -> list[str]:
-    """Every secret the settings hold, including secret-looking query values of replica URLs."""
-    found = settings.secrets()
-    for db in settings.databases:
-        for pair in urlsplit(db.replica_url).query.split("&"):
-            key, _, value = pair.partition("=")
-            # Raw (still percent-encoded) values: that is how they appear in the YAML.
-            if value and _SECRET_QUERY.search(unquote(key)):
-                found += [value, unquote(value)]
-    return found
-
-
 def _scrub(text: str, secrets: list[str]) -> str:
-    # Passwords already are ${VAR} references in the YAML; a token passed as a URL query
-    # value is not, and this output ends up in terminals and CI logs.
+    # The YAML holds ${VAR} references, not secrets; scrub anyway, since this output
+    # ends up in terminals and CI logs.
     for secret in sorted(set(secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

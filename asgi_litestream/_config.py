@@ -188,7 +188,8 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value known, so that logs can be scrubbed of them."""
         found = [self.access_key_id, self.secret_access_key]
-        found += [urlsplit(db.replica_url).password for db in self.databases]
+        for index, db in enumerate(self.databases):
+            found += _secret_refs(db.replica_url, index)[1].values()
         return [s for s in found if s and len(s) >= 4]
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
@@ -202,19 +203,18 @@ class Settings:
         if self.secret_access_key:
             env["LITESTREAM_SECRET_ACCESS_KEY"] = self.secret_access_key
         for index, db in enumerate(self.databases):
-            password = urlsplit(db.replica_url).password
-            if password:
-                env[_password_var(index)] = password
+            env.update(_secret_refs(db.replica_url, index)[1])
         return env
 
     def to_yaml(self, *, socket_path: Path | None = None) -> str:
-        """Litestream's config file. It never holds a secret: passwords are ``${VAR}``."""
+        """Litestream's config file. It never holds a secret: passwords and secret
+        query values (``?token=``, ``?sas=``...) are ``${VAR}`` references."""
         dbs = []
         for index, db in enumerate(self.databases):
             dbs.append({
                 "path": str(db.path),
                 "replica": {
-                    "url": _url_with_password_ref(db.replica_url, _password_var(index)),
+                    "url": _secret_refs(db.replica_url, index)[0],
                     "sync-interval": _duration(self.sync_interval),
                 },
             })
@@ -437,18 +437,29 @@ def _join_url(base: str, leaf: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + quote(leaf)))
 
 
-def _password_var(index: int) -> str:
-    return f"{ENV_PREFIX}REPLICA_PASSWORD_{index}"
-
-
-def _url_with_password_ref(url: str, variable: str) -> str:
+def _secret_refs(url: str, index: int) -> tuple[str, dict[str, str]]:
+    """``url`` with its password and secret query values replaced by ``${VAR}``
+    references, and the variables' values (which go to the child's environment)."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = f"{parts.username or ''}:${{{variable}}}@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    values: dict[str, str] = {}
+    netloc = parts.netloc
+    if parts.password:
+        variable = f"{ENV_PREFIX}REPLICA_{index}_PASSWORD"
+        values[variable] = parts.password
+        netloc = f"{parts.username or ''}:${{{variable}}}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_QUERY.search(key) and value:
+            variable = f"{ENV_PREFIX}REPLICA_{index}_{re.sub(r'[^A-Z0-9]', '_', key.upper())}"
+            values[variable] = value
+            value = f"${{{variable}}}"
+        query.append((key, value))
+    if not values:
+        return url, {}
+    ref_url = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe=":/${}")))
+    return ref_url, values
 
 
 def redact_url(url: str) -> str:

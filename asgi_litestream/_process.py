@@ -50,6 +50,7 @@ logger = logging.getLogger("asgi_litestream")
 # Backoff before the n-th consecutive restart: none for the first (back within
 # milliseconds), then 0.5 s doubling up to max_backoff.
 _FIRST_BACKOFF = 0.5
+_STABLE_AFTER = 10.0
 _READY_POLL = 0.005
 _LOCK_POLL = 0.1
 _MAX_LINE = 64 * 1024
@@ -103,6 +104,7 @@ class Supervisor:
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._recent_exits: deque[float] = deque()
+        self._crashes_in_a_row = 0
         self._task_group: anyio.abc.TaskGroup | None = None
 
     # -- public surface -----------------------------------------------------
@@ -159,6 +161,7 @@ class Supervisor:
         async with self._lock:
             self._want_running = True
             self._recent_exits.clear()
+            self._crashes_in_a_row = 0
             if self._process is not None or self.role is not Role.LEADER:
                 return
             self.state = State.STARTING
@@ -471,6 +474,9 @@ class Supervisor:
     def _record_exit(self, code: int | None) -> None:
         self.last_exit_code = code
         now = time.monotonic()
+        # Backoff grows with crashes in a row; a child that ran a while resets it.
+        stable = self._started_at is not None and now - self._started_at > _STABLE_AFTER
+        self._crashes_in_a_row = 1 if stable else self._crashes_in_a_row + 1
         self._recent_exits.append(now)
         while self._recent_exits and now - self._recent_exits[0] > self.settings.restart_window:
             self._recent_exits.popleft()
@@ -490,7 +496,7 @@ class Supervisor:
         self._publish()
 
     async def _restart_after_backoff(self) -> None:
-        attempt = len(self._recent_exits)
+        attempt = self._crashes_in_a_row
         delay = 0.0 if attempt <= 1 else min(
             _FIRST_BACKOFF * 2 ** (attempt - 2), self.settings.max_backoff
         )

@@ -96,7 +96,7 @@ def test_config_holds_no_secret(tmp_path: Path) -> None:
     for value in (password, key_id, secret):
         assert value not in result.stdout + result.stderr
     url = yaml.safe_load(result.stdout)["dbs"][0]["replica"]["url"]
-    assert url == "sftp://backup:${ASGI_LITESTREAM_REPLICA_PASSWORD_0}@sftp.example/app"
+    assert url == "sftp://backup:${ASGI_LITESTREAM_REPLICA_0_PASSWORD}@sftp.example/app"
 
 
 def test_config_redacts_secret_query_values(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_config_redacts_secret_query_values(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "tOkEn" not in result.stdout
     url = yaml.safe_load(result.stdout)["dbs"][0]["replica"]["url"]
-    assert url == "webdavs://dav.example/app?token=***&depth=1"
+    assert url == "webdavs://dav.example/app?token=${ASGI_LITESTREAM_REPLICA_0_TOKEN}&depth=1"
 
 
 @pytest.mark.parametrize(("args", "env", "named"), [
