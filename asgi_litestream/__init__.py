@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._config import Database, Settings
+from ._durable import durable, durable_endpoint
 from ._exceptions import (
     BinaryError,
     BinaryNotFoundError,
@@ -44,6 +45,8 @@ __all__ = [
     "SyncError",
     "UnsupportedPlatformError",
     "__version__",
+    "durable",
+    "durable_endpoint",
     "get_supervisor",
     "start_litestream",
     "status",

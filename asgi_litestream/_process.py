@@ -38,6 +38,7 @@ import anyio.to_thread
 
 from ._config import Settings
 from ._control import ControlClient, ControlError
+from ._durable import GroupSync
 from ._exceptions import LitestreamError, StartupError, SyncError
 from ._leader import Leadership
 from ._logs import parse_log_line
@@ -106,6 +107,7 @@ class Supervisor:
         self._recent_exits: deque[float] = deque()
         self._crashes_in_a_row = 0
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._group_syncs: dict[Path, GroupSync] = {}
 
     # -- public surface -----------------------------------------------------
 
@@ -120,6 +122,10 @@ class Supervisor:
         """Startup: lead (restore, spawn, ready) or find the leader ready; then keep
         supervising in ``task_group``. Raises StartupError / RestoreError."""
         self._task_group = task_group
+        self._group_syncs = {
+            db.path: GroupSync(functools.partial(self._sync_once, db.path), task_group)
+            for db in self.settings.databases
+        }
         limit = self.settings.startup_timeout
         if self.settings.restore_if_missing:
             limit += self.settings.restore_timeout
@@ -199,34 +205,76 @@ class Supervisor:
             self._publish()
             return flushed
 
-    async def sync(self, *, timeout: float | None = None) -> dict[str, int]:  # noqa: ASYNC109
-        """Wait until every database's replica holds everything committed so far.
+    async def sync(
+        self, *, timeout: float | None = None, database: str | os.PathLike[str] | None = None,
+    ) -> dict[str, int]:
+        """Wait until the replica holds everything committed before this call.
 
-        Works on a standby too (through the leader's control socket). Returns
-        ``{path: replicated_txid}``; raises SyncError when nothing replicates or the
-        replica does not catch up within ``timeout``.
+        For every database, or only ``database``. Concurrent callers share syncs
+        (group commit), and a standby worker asks the leader's Litestream. Returns
+        ``{path: replicated_txid}``; raises SyncError when Litestream is down or the
+        replica does not confirm within ``timeout`` (default ``flush_timeout``) —
+        never a false success.
         """
         timeout = self.settings.flush_timeout if timeout is None else timeout
-        control = self._control()
-        if not self.running or control is None:
-            raise SyncError(f"Litestream {self.settings.name!r} is not running "
-                            f"({self.state.value}), so nothing can reach the replica")
+        if not self._group_syncs:
+            raise SyncError(f"Litestream {self.settings.name!r} has not started")
+        if database is None:
+            groups = self._group_syncs
+        else:
+            wanted = Path(database).absolute()
+            groups = {p: g for p, g in self._group_syncs.items() if p == wanted}
+            if not groups:
+                raise SyncError(f"{wanted} is not one of the replicated databases: "
+                                f"{self._paths()}")
         positions: dict[str, int] = {}
-        with anyio.move_on_after(timeout) as scope:
-            for db in self.settings.databases:
-                if not db.path.exists():
-                    continue
-                try:
-                    result = await control.sync(db.path, wait=True, timeout=timeout)
-                except ControlError as exc:
-                    raise SyncError(f"sync of {db.path} failed: {exc}") from exc
-                if not result.caught_up:
-                    raise SyncError(f"sync of {db.path} returned before the replica caught "
-                                    f"up (txid {result.txid}, replica {result.replicated_txid})")
-                positions[str(db.path)] = result.replicated_txid
-        if scope.cancelled_caught:
-            raise SyncError(f"the replica did not catch up within {timeout}s")
+        errors: list[SyncError] = []
+
+        async def wait(path: Path, group: GroupSync) -> None:
+            try:
+                replicated = await group.wait(timeout)
+            except SyncError as exc:
+                errors.append(exc)  # raised plain below, not in an ExceptionGroup
+                return
+            if replicated is not None:
+                positions[str(path)] = replicated
+
+        async with anyio.create_task_group() as task_group:
+            for path, group in groups.items():
+                task_group.start_soon(wait, path, group)
+        if errors:
+            raise errors[0]
         return positions
+
+    async def _sync_once(self, path: Path) -> int | None:
+        """One round of group commit for one database: POST /sync with wait."""
+        with anyio.move_on_after(self.settings.flush_timeout) as scope:
+            while not self.running:  # a restart takes milliseconds: wait it out
+                if self._closing or self.state is State.FAILED or not self._want_running:
+                    raise SyncError(f"Litestream {self.settings.name!r} is "
+                                    f"{self.state.value}: nothing replicates {path}")
+                await anyio.sleep(0.01)
+            control = self._control()
+            if control is None:
+                raise SyncError("no control socket known for the leading worker")
+            if not path.exists():
+                return None  # nothing committed yet
+            try:
+                result = await control.sync(path, wait=True, timeout=self.settings.flush_timeout)
+            except ControlError as exc:
+                raise SyncError(f"sync of {path} failed: {exc}") from exc
+            if not result.caught_up:
+                raise SyncError(f"sync of {path} returned before the replica caught up "
+                                f"(txid {result.txid}, replica {result.replicated_txid})")
+            return result.replicated_txid
+        assert scope.cancelled_caught
+        raise SyncError(f"the replica of {path} did not confirm within "
+                        f"{self.settings.flush_timeout}s")
+
+    @property
+    def sync_rounds(self) -> int:
+        """How many syncs group commit has sent (far fewer than callers under load)."""
+        return sum(group.rounds for group in self._group_syncs.values())
 
     async def close(self) -> None:
         """Shutdown: once the other workers stop writing, flush and stop."""

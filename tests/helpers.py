@@ -19,6 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asgi_litestream import durable
+
 
 @dataclass(frozen=True)
 class S3:
@@ -141,6 +143,15 @@ def notes_app(db: Path) -> Starlette:
             row = conn.execute("INSERT INTO notes (body) VALUES (?)", (body,)).lastrowid
         return JSONResponse({"id": row, "worker": os.getpid()}, status_code=201)
 
+    async def create_durably(request: Request) -> JSONResponse:
+        body = (await request.json())["body"]
+        with connect() as conn:
+            row = conn.execute("INSERT INTO notes (body) VALUES (?)", (body,)).lastrowid
+        timeout = float(request.query_params.get("timeout", 10))
+        replicated = await durable(request, timeout=timeout)
+        return JSONResponse({"id": row, "worker": os.getpid(), "replicated": replicated},
+                            status_code=201)
+
     async def listing(request: Request) -> JSONResponse:
         with connect() as conn:
             rows = conn.execute("SELECT body FROM notes ORDER BY id").fetchall()
@@ -152,6 +163,7 @@ def notes_app(db: Path) -> Starlette:
                              "worker": os.getpid()})
 
     return Starlette(routes=[Route("/notes", create, methods=["POST"]),
+                             Route("/notes/durable", create_durably, methods=["POST"]),
                              Route("/notes", listing, methods=["GET"]),
                              Route("/whoami", whoami)])
 
@@ -160,8 +172,11 @@ def restore(litestream_bin: Path, replica_url: str, out: Path,
             env: dict[str, str] | None = None) -> list[str]:
     """`litestream restore` the replica into ``out``; return its notes."""
     env = env or {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    subprocess.run([str(litestream_bin), "restore", "-o", str(out), replica_url],
-                   check=True, env=env, capture_output=True, timeout=60)
+    result = subprocess.run([str(litestream_bin), "restore", "-o", str(out), replica_url],
+                            env=env, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0 and "no matching backup" in result.stderr:
+        return []  # the replica holds nothing at all
+    assert result.returncode == 0, result.stderr
     with sqlite3.connect(out) as conn:
         return [r[0] for r in conn.execute("SELECT body FROM notes ORDER BY id")]
 

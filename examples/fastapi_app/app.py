@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
-from asgi_litestream import LitestreamLifespan, Supervisor
+from asgi_litestream import LitestreamLifespan, Supervisor, durable
 
 DATA = Path(os.environ.get("NOTES_DATA_DIR", Path(__file__).parent / "data")).absolute()
 DATA.mkdir(parents=True, exist_ok=True)
@@ -61,6 +61,17 @@ def create_note(note: NoteIn, db: Connection) -> Note:
     with db:
         db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
         cursor = db.execute("INSERT INTO notes (body) VALUES (?)", (note.body,))
+    return Note(id=cursor.lastrowid or 0, body=note.body)
+
+
+@app.post("/notes/durable", status_code=201)
+async def create_note_durably(note: NoteIn, request: Request) -> Note:
+    """Answered only once the note is in the replica (503 if it cannot get there)."""
+    for db in connection():
+        with db:
+            db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
+            cursor = db.execute("INSERT INTO notes (body) VALUES (?)", (note.body,))
+    await durable(request, timeout=5)
     return Note(id=cursor.lastrowid or 0, body=note.body)
 
 

@@ -1,0 +1,89 @@
+"""GroupSync: concurrent callers share syncs, and none is released by a sync that
+started before it called."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from asgi_litestream import SyncError
+from asgi_litestream._durable import GroupSync
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeSync:
+    """A sync that takes ``duration`` and returns its own round number."""
+
+    def __init__(self, duration: float = 0.05, fail: bool = False) -> None:
+        self.duration = duration
+        self.fail = fail
+        self.started = 0
+
+    async def __call__(self) -> int:
+        self.started += 1
+        number = self.started
+        await anyio.sleep(self.duration)
+        if self.fail:
+            raise SyncError("replica unreachable")
+        return number
+
+
+async def test_callers_during_a_sync_join_the_next_one() -> None:
+    """A caller arriving while round 1 runs is answered by round 2, not round 1."""
+    fake = FakeSync()
+    results: dict[str, int] = {}
+    async with anyio.create_task_group() as tg:
+        group = GroupSync(fake, tg)
+
+        async def call(label: str) -> None:
+            results[label] = await group.wait(5)
+
+        tg.start_soon(call, "first")
+        await anyio.sleep(0.01)  # round 1 is now in flight
+        assert fake.started == 1
+        for i in range(10):
+            tg.start_soon(call, f"late-{i}")
+    assert results["first"] == 1
+    assert {results[f"late-{i}"] for i in range(10)} == {2}
+    assert group.rounds == 2
+
+
+async def test_many_concurrent_callers_cost_few_syncs() -> None:
+    """100 callers arriving over time need a handful of syncs, not 100."""
+    fake = FakeSync(duration=0.02)
+    async with anyio.create_task_group() as tg:
+        group = GroupSync(fake, tg)
+        for _ in range(100):
+            tg.start_soon(group.wait, 5)
+            await anyio.sleep(0.001)
+    assert group.rounds < 20
+
+
+async def test_a_failed_sync_fails_its_callers_and_the_next_round_retries() -> None:
+    """An error reaches every caller of that round; a later call starts afresh."""
+    fake = FakeSync(fail=True)
+    async with anyio.create_task_group() as tg:
+        group = GroupSync(fake, tg)
+        with pytest.raises(SyncError, match="unreachable"):
+            await group.wait(5)
+        fake.fail = False
+        assert await group.wait(5) == 2
+
+
+async def test_a_caller_gives_up_at_its_timeout_without_hurting_the_round() -> None:
+    """A short timeout raises SyncError; others in the same round still get it."""
+    fake = FakeSync(duration=0.3)
+    results: list[int] = []
+    async with anyio.create_task_group() as tg:
+        group = GroupSync(fake, tg)
+
+        async def patient() -> None:
+            results.append(await group.wait(5))
+
+        tg.start_soon(patient)
+        await anyio.lowlevel.checkpoint()
+        with pytest.raises(SyncError, match=r"within 0\.05s"):
+            await group.wait(0.05)
+    assert len(results) == 1  # the patient caller was not hurt by the impatient one
