@@ -1,6 +1,6 @@
 """Keep a SQLite database continuously backed up by running Litestream beside an ASGI app."""
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from ._config import Database, Settings
 from ._durable import durable, durable_endpoint
@@ -23,8 +23,8 @@ from ._registry import get_supervisor, start_litestream, status, stop_litestream
 from ._status import State
 
 try:
-    __version__ = version("asgi-litestream")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("asgi-litestream")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
