@@ -113,7 +113,7 @@ def _restore(args: argparse.Namespace) -> int:
         env = settings.child_env(os.environ)
         for db in todo:
             if restore_database(binary, config_path, db, env, overwrite=args.force,
-                                timeout=settings.restore_timeout):
+                                timeout=settings.restore_timeout, secrets=settings.secrets()):
                 _say(f"restored {db.path} from {db.replica}")
             elif db in existing:
                 _say(f"no backup of {db.path} in {db.replica}: kept the existing database")

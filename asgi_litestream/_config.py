@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import yaml
 
@@ -189,8 +189,9 @@ class Settings:
         """Every secret value known, so that logs can be scrubbed of them."""
         found = [self.access_key_id, self.secret_access_key]
         for index, db in enumerate(self.databases):
-            found += _secret_refs(db.replica_url, index)[1].values()
-        return [s for s in found if s and len(s) >= 4]
+            for value in _secret_refs(db.replica_url, index)[1].values():
+                found += [value, unquote(value)]
+        return list(dict.fromkeys(s for s in found if s and len(s) >= 4))
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
         """The environment Litestream runs with: the only place secrets go."""
@@ -395,7 +396,12 @@ def _replica_url(value: Any, option: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(option, value, "must be a non-empty URL string",
                           "pass e.g. 's3://bucket/app' or 'file:///var/backups/app'")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(option, "<unparseable url>", f"is not a valid URL ({exc})",
+                          "check the brackets, the port and the escapes") from None
     if parts.scheme not in REPLICA_SCHEMES:
         raise ConfigError(
             option, redact_url(value),
@@ -446,14 +452,14 @@ def _secret_refs(url: str, index: int) -> tuple[str, dict[str, str]]:
     if parts.password:
         variable = f"{ENV_PREFIX}REPLICA_{index}_PASSWORD"
         values[variable] = parts.password
-        netloc = f"{parts.username or ''}:${{{variable}}}@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
+        # rpartition keeps the host as written (case, IPv6 brackets, port).
+        netloc = f"{parts.username or ''}:${{{variable}}}@{netloc.rpartition('@')[2]}"
     query = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if _SECRET_QUERY.search(key) and value:
             variable = f"{ENV_PREFIX}REPLICA_{index}_{re.sub(r'[^A-Z0-9]', '_', key.upper())}"
-            values[variable] = value
+            # Litestream pastes the value into the URL as is: keep it URL-encoded.
+            values[variable] = quote(value, safe="")
             value = f"${{{variable}}}"
         query.append((key, value))
     if not values:
@@ -468,9 +474,7 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
         netloc = parts.netloc
         if parts.password:
-            netloc = f"{parts.username or ''}:***@{parts.hostname}"
-            if parts.port:
-                netloc += f":{parts.port}"
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
         query = [(k, "***" if _SECRET_QUERY.search(k) else v)
                  for k, v in parse_qsl(parts.query, keep_blank_values=True)]
         return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe=":/*")))

@@ -68,6 +68,10 @@ class GroupSync:
                     current.result = await self._sync_once()
                 except Exception as exc:
                     current.error = exc
+                except BaseException:
+                    # Cancelled (shutdown): its callers must not read it as success.
+                    current.error = SyncError("the sync was cancelled (shutting down)")
+                    raise
                 finally:
                     current.done.set()
         finally:

@@ -34,6 +34,17 @@ def parse_log_line(text: str) -> tuple[int, str, str | None]:
     return logging.INFO, text, None
 
 
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret replaced by ``***``, also in escaped forms: Go
+    quotes URLs with %q inside JSON strings, so a password holding a quote or a
+    backslash appears escaped once or twice."""
+    for secret in secrets:
+        once = json.dumps(secret)[1:-1]
+        for form in {secret, once, json.dumps(once)[1:-1]}:
+            text = text.replace(form, "***")
+    return text
+
+
 def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for key, value in pairs:

@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import _registry
 from ._binary import find_litestream
 from ._config import DEFAULT, ENV_PREFIX, Settings
-from ._exceptions import LitestreamError
 from ._process import Supervisor
 from ._workdir import private_workdir, write_config
 
@@ -128,6 +127,9 @@ class LitestreamLifespan:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         startup = await receive()
+        # Any failure before the app serves must reach the server as startup.failed:
+        # a bare exception reads as "lifespan unsupported" under uvicorn's default
+        # --lifespan auto, and the app would serve with no backup at all.
         try:
             settings = Settings.from_options(**self._options)
             binary = await anyio.to_thread.run_sync(lambda: find_litestream(
@@ -135,7 +137,7 @@ class LitestreamLifespan:
                 download_url=settings.download_url,
             ))
             workdir = private_workdir()
-        except LitestreamError as exc:
+        except Exception as exc:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
@@ -143,7 +145,7 @@ class LitestreamLifespan:
                                     environ=os.environ)
             write_config(settings, workdir)
             _registry.register(settings.name, supervisor)
-        except BaseException as exc:
+        except Exception as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
@@ -156,32 +158,39 @@ class LitestreamLifespan:
 
     async def _run(self, supervisor: Supervisor, scope: Scope, receive: Receive,
                    send: Send, startup: Message) -> None:
-        failure: LitestreamError | None = None
+        # Errors are carried out of the task group and raised after it, so that the
+        # server sees the error itself rather than an ExceptionGroup around it.
+        startup_failure: Exception | None = None
+        inner_error: Exception | None = None
         async with anyio.create_task_group() as task_group:
             try:
                 await supervisor.run(task_group)
-            except LitestreamError as exc:
-                failure = exc
+            except Exception as exc:
+                startup_failure = exc
                 task_group.cancel_scope.cancel()
             else:
                 self.supervisor = supervisor
                 if "state" in scope:
                     scope["state"]["litestream"] = supervisor
                 try:
-                    await self._run_inner_lifespan(supervisor, scope, receive, send, startup)
+                    inner_error = await self._run_inner_lifespan(
+                        supervisor, scope, receive, send, startup)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await supervisor.close()
                     task_group.cancel_scope.cancel()
-        if failure is not None:
-            await send({"type": "lifespan.startup.failed", "message": str(failure)})
-            raise failure
+        if startup_failure is not None:
+            await send({"type": "lifespan.startup.failed", "message": str(startup_failure)})
+            raise startup_failure
+        if inner_error is not None:
+            raise inner_error
 
     async def _run_inner_lifespan(self, supervisor: Supervisor, scope: Scope,
-                                  receive: Receive, send: Send, startup: Message) -> None:
+                                  receive: Receive, send: Send,
+                                  startup: Message) -> Exception | None:
         """Run the inner app's lifespan inside ours; hold its shutdown reply until
         Litestream has flushed, so the server does not exit before the replica has
-        every row."""
+        every row. Returns the inner app's own error, if any, for the caller to raise."""
         held: list[Message] = []
         startup_replied = False
         shutdown_received = False
@@ -208,7 +217,7 @@ class LitestreamLifespan:
             else:
                 await send(message)
 
-        inner_error: BaseException | None = None
+        inner_error: Exception | None = None
         try:
             await self.app(scope, inner_receive, inner_send)
         except Exception as exc:
@@ -225,10 +234,12 @@ class LitestreamLifespan:
             await receive()  # the server's lifespan.shutdown: the only message left
         with anyio.CancelScope(shield=True):
             await supervisor.close()
-        for message in held or [{"type": "lifespan.shutdown.complete"}]:
+        if not held:
+            held = [{"type": "lifespan.shutdown.failed", "message": str(inner_error)}
+                    if inner_error is not None else {"type": "lifespan.shutdown.complete"}]
+        for message in held:
             await send(message)
-        if inner_error is not None:
-            raise inner_error
+        return inner_error
 
 
 def _query_flag(scope: Scope, name: bytes) -> bool:

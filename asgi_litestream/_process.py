@@ -39,9 +39,9 @@ import anyio.to_thread
 from ._config import Settings
 from ._control import ControlClient, ControlError
 from ._durable import GroupSync
-from ._exceptions import LitestreamError, StartupError, SyncError
+from ._exceptions import StartupError, SyncError
 from ._leader import Leadership
-from ._logs import parse_log_line
+from ._logs import parse_log_line, scrub
 from ._restore import restore_database
 from ._status import DatabaseHealth, Role, State, uptime
 from ._workdir import CONFIG_NAME, SOCKET_NAME
@@ -165,6 +165,8 @@ class Supervisor:
         not ready within ``startup_timeout``; no child is left behind.
         """
         async with self._lock:
+            if self._closing:
+                return
             self._want_running = True
             self._recent_exits.clear()
             self._crashes_in_a_row = 0
@@ -173,7 +175,7 @@ class Supervisor:
             self.state = State.STARTING
             try:
                 await self._spawn()
-            except StartupError:
+            except BaseException:  # including cancellation: never stay "starting"
                 self.state = State.FAILED
                 self._publish()
                 raise
@@ -190,9 +192,16 @@ class Supervisor:
             self._wake.set()
             process = self._process
             if process is None:
-                if self.state in (State.RESTARTING, State.STARTING):
+                if self.role is not Role.LEADER or self.state is State.STOPPED:
+                    return True  # a standby has nothing to flush; a stopped one did
+                # Crashed and not yet back (or given up): nothing could flush.
+                logger.error("litestream %r: not running (%s), so nothing was flushed",
+                             self.settings.name, self.state.value)
+                if self.state is not State.FAILED:
                     self.state = State.STOPPED
-                return True
+                self.last_flush_ok = False
+                self._publish()
+                return False
             self.state = State.STOPPING
             # A cancelled shutdown must still flush and reap the child.
             with anyio.CancelScope(shield=True):
@@ -285,10 +294,11 @@ class Supervisor:
         with anyio.CancelScope(shield=True):
             try:
                 self.leadership.leave()
-                if self.role is Role.LEADER and self._process is not None:
-                    self.state = State.STOPPING
-                    self._publish()  # standbys wait for our flush before they exit
-                    await self._wait_for_other_workers()
+                if self.role is Role.LEADER:
+                    if self._process is not None:
+                        self.state = State.STOPPING
+                        self._publish()  # standbys wait for our flush before they exit
+                        await self._wait_for_other_workers()
                     if await self.stop():
                         logger.info("litestream %r: final flush complete; every committed "
                                     "row is in the replica", self.settings.name)
@@ -298,10 +308,9 @@ class Supervisor:
                                      self.settings.name)
                 elif self.role is Role.STANDBY:
                     await self._wait_for_leader_to_flush()
-                else:
-                    await self.stop()
             finally:
-                self.leadership.resign()
+                async with self._lock:  # no takeover or spawn may be half-way now
+                    self.leadership.resign()
                 await self.control.aclose()
                 if self._leader_control is not None:
                     await self._leader_control.aclose()
@@ -315,6 +324,8 @@ class Supervisor:
                     self.settings.name, os.getpid(), self._paths())
         if self.settings.restore_if_missing:
             await self._restore_missing()
+        if self._closing:
+            return
         self.state = State.STARTING
         self._want_running = True
         await self.start()
@@ -330,7 +341,7 @@ class Supervisor:
                         self.settings.name, db.path, db.replica)
             await anyio.to_thread.run_sync(functools.partial(
                 restore_database, self.binary, self.config_path, db, self._env,
-                timeout=self.settings.restore_timeout,
+                timeout=self.settings.restore_timeout, secrets=self._secrets,
             ))
 
     async def _follow(self) -> bool:
@@ -365,10 +376,13 @@ class Supervisor:
             self._leader_ok = False
             try:
                 await self._lead()
-            except LitestreamError as exc:
-                self.state = State.FAILED
-                self._publish()
-                logger.error("litestream %r: taking over failed: %s", self.settings.name, exc)
+            except Exception as exc:
+                # Let another worker try: a lock held with nothing running would
+                # leave the database unreplicated for good.
+                logger.error("litestream %r: taking over failed: %s; standing by again",
+                             self.settings.name, exc)
+                self.role, self.state = Role.STANDBY, State.STANDBY
+                self.leadership.resign()
 
     async def _wait_for_other_workers(self) -> None:
         with anyio.move_on_after(min(self.settings.flush_timeout, _MAX_HANDOVER_WAIT)):
@@ -425,18 +439,8 @@ class Supervisor:
 
     # -- spawning and readiness ----------------------------------------------
 
-    def _command(self) -> list[str]:
-        command = [str(self.binary), "replicate", "-config", str(self.config_path)]
-        if not sys.platform.startswith("linux"):
-            return command  # no parent-death signal; close() still stops it
-        setpriv = shutil.which("setpriv")
-        if setpriv:
-            return [setpriv, "--pdeathsig", "TERM", "--", *command]
-        return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]
-
-    async def _spawn(self) -> None:
-        assert self._task_group is not None, "run() sets the task group"
-        process = await anyio.open_process(
+    async def _open_process(self) -> anyio.abc.Process:
+        return await anyio.open_process(
             self._command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -449,6 +453,23 @@ class Supervisor:
             # second one while this child still runs, even if we die first.
             pass_fds=self.leadership.fds,
         )
+
+    def _command(self) -> list[str]:
+        command = [str(self.binary), "replicate", "-config", str(self.config_path)]
+        if not sys.platform.startswith("linux"):
+            return command  # no parent-death signal; close() still stops it
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            return [setpriv, "--pdeathsig", "TERM", "--", *command]
+        return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]
+
+    async def _spawn(self) -> None:
+        assert self._task_group is not None, "run() sets the task group"
+        try:
+            process = await self._open_process()
+        except OSError as exc:
+            raise StartupError(f"could not start {self.binary}: {exc}. Fix: check the "
+                               "binary exists and is executable (bin_path)") from exc
         done = anyio.Event()
         self._pump_done[process.pid] = done
         # Always drain: past ~64 KB of unread output Litestream blocks for good.
@@ -525,6 +546,7 @@ class Supervisor:
         # Backoff grows with crashes in a row; a child that ran a while resets it.
         stable = self._started_at is not None and now - self._started_at > _STABLE_AFTER
         self._crashes_in_a_row = 1 if stable else self._crashes_in_a_row + 1
+        self._started_at = None  # a failed respawn must not count as a stable run
         self._recent_exits.append(now)
         while self._recent_exits and now - self._recent_exits[0] > self.settings.restart_window:
             self._recent_exits.popleft()
@@ -544,10 +566,7 @@ class Supervisor:
         self._publish()
 
     async def _restart_after_backoff(self) -> None:
-        attempt = self._crashes_in_a_row
-        delay = 0.0 if attempt <= 1 else min(
-            _FIRST_BACKOFF * 2 ** (attempt - 2), self.settings.max_backoff
-        )
+        delay = backoff_delay(self._crashes_in_a_row, self.settings.max_backoff)
         if delay:
             self._wake = anyio.Event()
             with anyio.move_on_after(delay):
@@ -639,9 +658,9 @@ class Supervisor:
         text = raw.decode("utf-8", "replace").strip()
         if not text:
             return
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
+        text = scrub(text, self._secrets)
         level, message, database = parse_log_line(text)
+        message = scrub(message, self._secrets)
         logger.log(level, "litestream[%d]: %s", pid, message)
         if level >= logging.WARNING:
             self.last_errors.append(message)
@@ -733,6 +752,13 @@ class Supervisor:
             "version": leader.get("version") if standby else self.version,
             "databases": databases,
         }
+
+
+def backoff_delay(crashes_in_a_row: int, max_backoff: float) -> float:
+    """No wait before the first restart, then 0.5 s doubling up to ``max_backoff``."""
+    if crashes_in_a_row <= 1:
+        return 0.0
+    return float(min(_FIRST_BACKOFF * 2 ** (crashes_in_a_row - 2), max_backoff))
 
 
 class _Exited(Exception):

@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ._config import Database
 from ._exceptions import RestoreError
+from ._logs import scrub
 
 logger = logging.getLogger("asgi_litestream")
 
 
 def restore_database(
     binary: Path, config_path: Path, database: Database, env: Mapping[str, str],
-    *, overwrite: bool = False, timeout: float = 600.0,
+    *, overwrite: bool = False, timeout: float = 600.0, secrets: Sequence[str] = (),
 ) -> bool:
     """Restore ``database`` from its replica. Returns False when the replica is empty.
 
@@ -43,7 +44,7 @@ def restore_database(
     lines = (result.stdout + result.stderr).strip().splitlines()
     if result.returncode != 0:
         _remove(partial)
-        reason = lines[-1] if lines else "no output"
+        reason = scrub(lines[-1], list(secrets)) if lines else "no output"
         raise RestoreError(f"restoring {target} from {database.replica} failed "
                            f"(exit {result.returncode}): {reason}")
     if not partial.exists():

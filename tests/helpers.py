@@ -108,7 +108,10 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
             await to_app.send({"type": "lifespan.shutdown"})
             reply = await from_app.receive()
             await finished.wait()
-            assert reply["type"] == "lifespan.shutdown.complete", (reply, errors)
+            if reply["type"] == "lifespan.shutdown.failed":
+                failed = LifespanFailed(reply.get("message", ""), errors[0] if errors else None)
+            else:
+                assert reply["type"] == "lifespan.shutdown.complete", (reply, errors)
     if failed is not None:
         raise failed
 

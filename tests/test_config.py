@@ -26,6 +26,8 @@ BAD_OPTIONS = [
     ({"replica_url": "s3:///x"}, "replica_url"),
     ({"replica_url": "sftp://host/x"}, "replica_url"),
     ({"replica_url": "s3://bucket/$HOME"}, "replica_url"),
+    ({"replica_url": "s3://[bucket/x"}, "replica_url"),
+    ({"replica_url": "sftp://u:pw12@host:99999/x"}, "replica_url"),
     ({"database": None}, "database"),
     ({"database": []}, "database"),
     ({"database": "sqlite://"}, "database"),
@@ -168,3 +170,13 @@ def test_generated_config_lists_every_database(tmp_path: Path) -> None:
     assert config["dbs"][0]["replica"]["sync-interval"] == "250ms"
     assert config["logging"]["type"] == "json"
     assert config["socket"] == {"enabled": True, "path": str(tmp_path / "ctl.sock")}
+
+
+def test_secret_references_keep_the_host_and_the_encoding(tmp_path: Path) -> None:
+    """An IPv6 host keeps its brackets; a secret query value stays URL-encoded."""
+    settings = build(tmp_path, replica_url="sftp://me:pw99@[fd00::5]:22/x?sas=sig%3Dab%2Bcd%26x")
+    url = yaml.safe_load(settings.to_yaml())["dbs"][0]["replica"]["url"]
+    assert url.startswith("sftp://me:${ASGI_LITESTREAM_REPLICA_0_PASSWORD}@[fd00::5]:22/x?sas=")
+    env = settings.child_env({})
+    assert env["ASGI_LITESTREAM_REPLICA_0_SAS"] == "sig%3Dab%2Bcd%26x"
+    assert "sig=ab+cd&x" in settings.secrets()

@@ -4,6 +4,7 @@ started before it called."""
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
@@ -87,3 +88,30 @@ async def test_a_caller_gives_up_at_its_timeout_without_hurting_the_round() -> N
         with pytest.raises(SyncError, match=r"within 0\.05s"):
             await group.wait(0.05)
     assert len(results) == 1  # the patient caller was not hurt by the impatient one
+
+
+async def test_a_cancelled_round_fails_its_callers() -> None:
+    """If the round's task is cancelled (shutdown), waiting callers get SyncError,
+    never a silent success."""
+    fake = FakeSync(duration=5)
+    outcome: list[object] = []
+
+    async def host(*, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]) -> None:
+        async with anyio.create_task_group() as runner_group:
+            task_status.started(runner_group)
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as outer:
+        runner_group = await outer.start(host)
+        group = GroupSync(fake, runner_group)
+
+        async def caller() -> None:
+            try:
+                outcome.append(await group.wait(10))
+            except SyncError as exc:
+                outcome.append(exc)
+
+        outer.start_soon(caller)
+        await anyio.sleep(0.05)
+        runner_group.cancel_scope.cancel()
+    assert len(outcome) == 1 and isinstance(outcome[0], SyncError), outcome

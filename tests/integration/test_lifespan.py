@@ -15,7 +15,7 @@ import pytest
 from starlette.applications import Starlette
 
 import asgi_litestream
-from asgi_litestream import LitestreamLifespan, StartupError
+from asgi_litestream import BinaryNotFoundError, ConfigError, LitestreamLifespan, StartupError
 from tests.helpers import (
     S3,
     LifespanFailed,
@@ -316,3 +316,83 @@ async def test_litestream_startup_error_fails_the_lifespan_with_its_own_line(
     assert isinstance(failure.value.error, StartupError)
     assert started == []
     assert asgi_litestream.status() == "down"
+
+
+@pytest.mark.parametrize(("options", "error", "option"), [
+    ({"replica_url": "s3://bk/app"}, ConfigError, "replica_url"),
+    ({"replica_url": "s3://[bucket/x"}, ConfigError, "replica_url"),
+    ({"sync_interval": -1}, ConfigError, "sync_interval"),
+    ({"name": "two words"}, ConfigError, "name"),
+    ({"bin_path": "/no/such/litestream"}, BinaryNotFoundError, None),
+])
+async def test_bad_option_fails_startup_before_anything_is_spawned(
+    tmp_path: Path, litestream_bin: Path, options: dict[str, object],
+    error: type[Exception], option: str | None,
+) -> None:
+    """A bad option: startup.failed carrying a typed error that names the fix; the
+    inner app never starts; no child process, no config file left."""
+    started: list[bool] = []
+
+    @asynccontextmanager
+    async def inner_lifespan(app: Starlette) -> AsyncIterator[None]:
+        started.append(True)
+        yield
+
+    kwargs: dict[str, object] = {"database": tmp_path / "app.db",
+                                 "replica_url": file_url(tmp_path / "r"),
+                                 "bin_path": litestream_bin, **options}
+    app = LitestreamLifespan(Starlette(lifespan=inner_lifespan), **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(LifespanFailed) as failure:
+        async with lifespan(app):
+            pass
+    assert isinstance(failure.value.error, error)
+    assert "Fix" in failure.value.message or "pip install" in failure.value.message
+    if option:
+        assert failure.value.message.startswith(option)
+    assert started == []
+    assert litestream_children() == []
+    assert not (tmp_path / "app.db").exists()
+
+
+async def test_too_many_crashes_stay_down_and_say_so(tmp_path: Path, litestream_bin: Path) -> None:
+    """More exits than max_restarts: state failed, 503, the app keeps serving,
+    stop_litestream reports that nothing was flushed, start brings it back."""
+    db = tmp_path / "app.db"
+    app = LitestreamLifespan(notes_app(db), database=db, replica_url=file_url(tmp_path / "r"),
+                             bin_path=litestream_bin, max_restarts=0)
+    async with lifespan(app) as state, client(app, state) as http:
+        supervisor = state["litestream"]
+        os.kill(supervisor.pid, signal.SIGKILL)
+        with anyio.fail_after(5):
+            while supervisor.state.value != "failed":
+                await anyio.sleep(0.01)
+        response = await http.get("/_litestream/status")
+        assert response.status_code == 503
+        assert response.json()["state"] == "failed"
+        assert response.json()["last_exit_code"] == -signal.SIGKILL
+        await write_notes(app, state, "still serving")
+        assert await asgi_litestream.stop_litestream() is False
+        await asgi_litestream.start_litestream()
+        assert asgi_litestream.status() == "running"
+
+
+async def test_inner_app_failing_at_shutdown_is_reported_as_failed(
+    tmp_path: Path, litestream_bin: Path
+) -> None:
+    """A raw ASGI app that raises during shutdown: the server hears shutdown.failed
+    (after Litestream flushed and stopped), not shutdown.complete."""
+
+    async def raw_app(scope, receive, send):  # type: ignore[no-untyped-def]
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        raise RuntimeError("could not close the pool")
+
+    app = LitestreamLifespan(raw_app, database=tmp_path / "app.db",
+                             replica_url=file_url(tmp_path / "r"), bin_path=litestream_bin)
+    with pytest.raises(LifespanFailed, match="could not close the pool") as failure:
+        async with lifespan(app):
+            assert asgi_litestream.status() == "running"
+    assert isinstance(failure.value.error, RuntimeError)
+    assert litestream_children() == []
