@@ -62,19 +62,9 @@ class Leadership:
 
     def try_lead(self) -> bool:
         """Take every database's leader lock, or none of them."""
-        if self.leading:
-            return True
-        taken: list[int] = []
-        for path in self.paths:
-            fd = _open(_lock_path(path, "leader"))
-            if not _try_flock(fd, fcntl.LOCK_EX):
-                os.close(fd)
-                for other in taken:
-                    os.close(other)
-                return False
-            taken.append(fd)
-        self._leader_fds = taken
-        return True
+        if not self._leader_fds:
+            self._leader_fds = self._lock_all("leader", fcntl.LOCK_EX)
+        return self.leading
 
     def publish(self, **info: Any) -> None:
         """Tell the standbys who leads and where its control socket is."""
@@ -101,19 +91,22 @@ class Leadership:
 
     def join(self) -> bool:
         """Count this worker among those serving (shared lock on each database)."""
-        if self._member_fds:
-            return True
+        if not self._member_fds:
+            self._member_fds = self._lock_all("members", fcntl.LOCK_SH)
+        return bool(self._member_fds)
+
+    def _lock_all(self, role: str, operation: int) -> list[int]:
+        """Every database's ``role`` lock without blocking: all of them, or none."""
         taken: list[int] = []
         for path in self.paths:
-            fd = _open(_lock_path(path, "members"))
-            if not _try_flock(fd, fcntl.LOCK_SH):
+            fd = _open(_lock_path(path, role))
+            if not _try_flock(fd, operation):
                 os.close(fd)
                 for other in taken:
                     os.close(other)
-                return False
+                return []
             taken.append(fd)
-        self._member_fds = taken
-        return True
+        return taken
 
     def leave(self) -> None:
         for fd in self._member_fds:

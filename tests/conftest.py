@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.helpers import S3, litestream_children
+from tests.proxy import Proxy
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +97,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def s3_behind_proxy(s3: S3) -> Iterator[tuple[S3, Proxy]]:
+    """The same bucket reached through a TCP proxy the test can cut."""
+    proxy = Proxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    try:
+        yield S3(f"http://127.0.0.1:{proxy.port}", s3.bucket, s3.access_key_id,
+                 s3.secret_access_key), proxy
+    finally:
+        proxy.close()

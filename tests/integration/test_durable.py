@@ -7,7 +7,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -68,38 +67,34 @@ def test_acknowledged_rows_survive_sudden_death_only_when_durable(
 
 @pytest.mark.anyio
 async def test_durable_write_fails_within_its_timeout_when_s3_is_cut(
-    tmp_path: Path, litestream_bin: Path, s3: S3
+    tmp_path: Path, litestream_bin: Path, s3: S3,
+    s3_behind_proxy: tuple[S3, Proxy],
 ) -> None:
     """S3 refused: a durable request answers 503 within its timeout; plain requests
     keep working; once S3 is back durable requests succeed again."""
-    proxy = Proxy(urlsplit(s3.endpoint).port or 0)
-    via_proxy = S3(f"http://127.0.0.1:{proxy.port}", s3.bucket, s3.access_key_id,
-                   s3.secret_access_key)
+    via_proxy, proxy = s3_behind_proxy
     db = tmp_path / "app.db"
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=via_proxy.url(),
                              access_key_id=s3.access_key_id,
                              secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
                              flush_timeout=30)
-    try:
-        async with lifespan(app) as state, client(app, state) as http:
-            ok = await http.post("/notes/durable", json={"body": "first"})
-            assert ok.status_code == 201
-            proxy.set_mode("refuse")
-            started = time.monotonic()
-            failed = await http.post("/notes/durable?timeout=2", json={"body": "cut"})
-            elapsed = time.monotonic() - started
-            assert failed.status_code == 503
-            assert "not durable" in failed.text
-            assert failed.headers["retry-after"] == "1"
-            assert 1.9 < elapsed < 4
-            assert (await http.post("/notes", json={"body": "plain"})).status_code == 201
-            proxy.set_mode("pass")
-            with anyio.fail_after(60):
-                while (await http.post("/notes/durable?timeout=5",
-                                       json={"body": "again"})).status_code != 201:
-                    pass
-    finally:
-        proxy.close()
+    async with lifespan(app) as state, client(app, state) as http:
+        ok = await http.post("/notes/durable", json={"body": "first"})
+        assert ok.status_code == 201
+        proxy.set_mode("refuse")
+        started = time.monotonic()
+        failed = await http.post("/notes/durable?timeout=2", json={"body": "cut"})
+        elapsed = time.monotonic() - started
+        assert failed.status_code == 503
+        assert "not durable" in failed.text
+        assert failed.headers["retry-after"] == "1"
+        assert 1.9 < elapsed < 4
+        assert (await http.post("/notes", json={"body": "plain"})).status_code == 201
+        proxy.set_mode("pass")
+        with anyio.fail_after(60):
+            while (await http.post("/notes/durable?timeout=5",
+                                   json={"body": "again"})).status_code != 201:
+                pass
 
 
 @pytest.mark.anyio

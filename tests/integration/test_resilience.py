@@ -6,7 +6,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -31,44 +30,40 @@ async def wait_status(http, predicate, timeout: float, what: str) -> dict:  # ty
 
 @pytest.mark.parametrize("outage", ["refuse", "hang"])
 async def test_replica_outage_is_unhealthy_then_healthy_and_loses_nothing(
-    outage: str, tmp_path: Path, litestream_bin: Path, s3: S3
+    outage: str, tmp_path: Path, litestream_bin: Path, s3: S3,
+    s3_behind_proxy: tuple[S3, Proxy],
 ) -> None:
     """S3 cut off mid-run (refused or hung): the app keeps serving, status turns
     unhealthy with lag (still 200 for readiness, 503 with ?strict=1), then healthy
     once S3 is back; after shutdown the replica has every row."""
-    proxy = Proxy(urlsplit(s3.endpoint).port or 0)
-    via_proxy = S3(f"http://127.0.0.1:{proxy.port}", s3.bucket, s3.access_key_id,
-                   s3.secret_access_key)
+    via_proxy, proxy = s3_behind_proxy
     db = tmp_path / "app.db"
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=via_proxy.url(),
                              access_key_id=s3.access_key_id,
                              secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
                              health_interval=0.2, max_lag=1.0, flush_timeout=30)
     written: list[str] = []
-    try:
-        async with lifespan(app) as state, client(app, state) as http:
-            async def write(body: str) -> None:
-                assert (await http.post("/notes", json={"body": body})).status_code == 201
-                written.append(body)
+    async with lifespan(app) as state, client(app, state) as http:
+        async def write(body: str) -> None:
+            assert (await http.post("/notes", json={"body": body})).status_code == 201
+            written.append(body)
 
-            await write("before")
-            await wait_status(http, lambda b: b["healthy"], 10, "healthy at first")
+        await write("before")
+        await wait_status(http, lambda b: b["healthy"], 10, "healthy at first")
 
-            proxy.set_mode(outage)  # type: ignore[arg-type]
-            for i in range(5):
-                await write(f"during-{i}")
-            down = await wait_status(http, lambda b: not b["healthy"], 20, "unhealthy")
-            assert down["status"] == "running"
-            assert (await http.get("/_litestream/status")).status_code == 200
-            assert (await http.get("/_litestream/status?strict=1")).status_code == 503
-            database = down["databases"][0]
-            assert database["lag"] or database["error"], database
+        proxy.set_mode(outage)  # type: ignore[arg-type]
+        for i in range(5):
+            await write(f"during-{i}")
+        down = await wait_status(http, lambda b: not b["healthy"], 20, "unhealthy")
+        assert down["status"] == "running"
+        assert (await http.get("/_litestream/status")).status_code == 200
+        assert (await http.get("/_litestream/status?strict=1")).status_code == 503
+        database = down["databases"][0]
+        assert database["lag"] or database["error"], database
 
-            proxy.set_mode("pass")
-            await wait_status(http, lambda b: b["healthy"], 60, "healthy again")
-            await write("after")
-    finally:
-        proxy.close()
+        proxy.set_mode("pass")
+        await wait_status(http, lambda b: b["healthy"], 60, "healthy again")
+        await write("after")
     assert restore(litestream_bin, s3.url(), tmp_path / "out.db", env=s3.env()) == written
 
 
