@@ -10,6 +10,7 @@ it runs with no cloud account. Point it at S3 with the standard variables::
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -20,6 +21,9 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
 from asgi_litestream import LitestreamLifespan, Supervisor, durable
+
+# Show what Litestream does (its own log lines arrive on the "asgi_litestream" logger).
+logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
 
 DATA = Path(os.environ.get("NOTES_DATA_DIR", Path(__file__).parent / "data")).absolute()
 DATA.mkdir(parents=True, exist_ok=True)
