@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _registry
@@ -87,6 +86,8 @@ class LitestreamLifespan:
             status_path = "/_litestream/status" if env_path is None else env_path or None
         self.status_path = status_path
         self.supervisor: Supervisor | None = None
+        self._status_key: tuple[object, ...] = ()
+        self._status_cache: tuple[bytes, bool, bool] = (b"", False, False)
 
     def __repr__(self) -> str:
         return f"LitestreamLifespan(app={self.app!r}, status_path={self.status_path!r})"
@@ -103,25 +104,32 @@ class LitestreamLifespan:
 
     async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
-            response = Response(status_code=405, headers={"allow": "GET, HEAD"})
-        else:
-            supervisor = self.supervisor
-            if supervisor is not None:
-                body = supervisor.status()
-                # Readiness follows "running"; alerting may also demand "healthy"
-                # (strict_status=True, or ?strict=1 on one probe only).
-                strict = supervisor.settings.strict_status or _query_flag(scope, b"strict")
-                ok = body["status"] == "running" and (body["healthy"] or not strict)
-            else:
-                body = {"name": None, "status": "down", "state": "not started",
-                        "healthy": False, "restarts": 0, "pid": None, "databases": []}
-                ok = False
-            code = 200 if ok else 503
-            response = _JSONResponse(body, status_code=code,
-                                     headers={"cache-control": "no-store"})
-            if scope["method"] == "HEAD":
-                response.body = b""  # keep content-length: HEAD mirrors GET's headers
-        await response(scope, receive, send)
+            await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
+            return
+        body, running, healthy = self._status_body()
+        supervisor = self.supervisor
+        # Readiness follows "running"; alerting may also demand "healthy"
+        # (strict_status=True, or ?strict=1 on one probe only).
+        strict = supervisor is not None and (
+            supervisor.settings.strict_status or _query_flag(scope, b"strict"))
+        ok = running and (healthy or not strict)
+        # HEAD mirrors GET's headers (content-length included), without the body.
+        await _respond(send, 200 if ok else 503, body, _JSON_HEADERS,
+                       head=scope["method"] == "HEAD")
+
+    def _status_body(self) -> tuple[bytes, bool, bool]:
+        """The rendered status, re-rendered only when it changed (or 100 ms passed):
+        probes and scrapers hitting it cost about as much as a static route."""
+        supervisor = self.supervisor
+        if supervisor is None:
+            return _NOT_STARTED, False, False
+        key = supervisor.status_key()
+        if key != self._status_key:
+            snapshot = supervisor.status()
+            self._status_cache = (json.dumps(snapshot, separators=(",", ":")).encode(),
+                                  snapshot["status"] == "running", bool(snapshot["healthy"]))
+            self._status_key = key
+        return self._status_cache
 
     # -- lifespan --------------------------------------------------------------
 
@@ -250,8 +258,14 @@ def _query_flag(scope: Scope, name: bytes) -> bool:
     return False
 
 
-class _JSONResponse(Response):
-    media_type = "application/json"
+_JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_NOT_STARTED = json.dumps({"name": None, "status": "down", "state": "not started",
+                           "healthy": False, "restarts": 0, "pid": None, "databases": []},
+                          separators=(",", ":")).encode()
 
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode()
+
+async def _respond(send: Send, status: int, body: bytes,
+                   headers: list[tuple[bytes, bytes]], *, head: bool = False) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": b"" if head else body})

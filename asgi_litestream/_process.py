@@ -52,7 +52,7 @@ logger = logging.getLogger("asgi_litestream")
 # milliseconds), then 0.5 s doubling up to max_backoff.
 _FIRST_BACKOFF = 0.5
 _STABLE_AFTER = 10.0
-_READY_POLL = 0.005
+_READY_POLL = 0.002
 _LOCK_POLL = 0.1
 _MAX_LINE = 64 * 1024
 # How long a leader waits at shutdown for the other workers to stop writing.
@@ -108,6 +108,7 @@ class Supervisor:
         self._crashes_in_a_row = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self._group_syncs: dict[Path, GroupSync] = {}
+        self._changes = 0  # bumped when polled positions or error lines change
 
     # -- public surface -----------------------------------------------------
 
@@ -152,7 +153,6 @@ class Supervisor:
         except BaseException:
             self._give_up_startup()
             raise
-        await self.refresh_health()  # the status route is truthful from the start
         task_group.start_soon(self._supervise)
         task_group.start_soon(self._watch)
         task_group.start_soon(self._poll)
@@ -663,6 +663,7 @@ class Supervisor:
         message = scrub(message, self._secrets)
         logger.log(level, "litestream[%d]: %s", pid, message)
         if level >= logging.WARNING:
+            self._changes += 1
             self.last_errors.append(message)
             for health in self.health:
                 if database == health.database.path.name:
@@ -677,13 +678,20 @@ class Supervisor:
     # -- health -----------------------------------------------------------------
 
     async def _poll(self) -> None:
+        # The first poll runs at once, beside the app's own startup rather than
+        # before it: positions appear within milliseconds of readiness.
         while not self._closing:
+            await self.refresh_health()
             await anyio.sleep(self.settings.health_interval)
-            if not self._closing:
-                await self.refresh_health()
 
     async def refresh_health(self) -> None:
         """Ask Litestream (ours, or the leader's) for every database's positions."""
+        try:
+            await self._refresh_health()
+        finally:
+            self._changes += 1
+
+    async def _refresh_health(self) -> None:
         if self.role is Role.STANDBY:
             self.leader = self.leadership.leader_info() or self.leader
             if self.leader.get("state") != State.RUNNING.value:
@@ -727,6 +735,12 @@ class Supervisor:
         if result.caught_up:
             health.caught_up_at = now
         health.error, health.polled_at = None, now
+
+    def status_key(self) -> tuple[object, ...]:
+        """Changes whenever status() would: state, positions, errors, and every
+        100 ms (uptime), so the status route can reuse its rendered body."""
+        return (self.state, self.pid, self.restarts, self.role, self._leader_ok,
+                self._changes, int(time.monotonic() * 10))
 
     def status(self) -> dict[str, Any]:
         """The status route's JSON: only values held in memory."""
