@@ -93,12 +93,15 @@ class LitestreamLifespan:
         return f"LitestreamLifespan(app={self.app!r}, status_path={self.status_path!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        # The hot path first: an http request for another path costs two comparisons.
+        if scope["type"] == "http":
+            if scope["path"] == self.status_path:
+                await self._status(scope, receive, send)
+                return
+        elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == self.status_path:
-            await self._status(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
     # -- status route ---------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The benchmark suite: `bash bench/run.sh` (see BENCHMARKS.md)."""
