@@ -75,6 +75,8 @@ class Settings:
     bin_path: Path | None = None
     download: bool = True
     download_url: str | None = None
+    litestream_version: str = "0.5.17"
+    litestream_sha256: str | None = field(default=None, repr=False)
     status_path: str | None = "/_litestream/status"
     sync_interval: float = 1.0
     startup_timeout: float = 15.0
@@ -108,6 +110,8 @@ class Settings:
         bin_path: str | os.PathLike[str] | None = None,
         download: bool | None = None,
         download_url: str | None = None,
+        litestream_version: str | None = None,
+        litestream_sha256: str | None = None,
         status_path: str | _Default | None = DEFAULT,
         sync_interval: float | None = None,
         startup_timeout: float | None = None,
@@ -149,6 +153,8 @@ class Settings:
             bin_path=_bin_path(opt.raw("bin_path", bin_path, str)),
             download=opt.get("download", download, _parse_bool, True),
             download_url=opt.raw("download_url", download_url, str),
+            litestream_version=opt.get("litestream_version", litestream_version, str, "0.5.17"),
+            litestream_sha256=opt.raw("litestream_sha256", litestream_sha256, str),
             status_path=_status_path(status),
             sync_interval=sync,
             startup_timeout=opt.seconds("startup_timeout", startup_timeout, 15.0),

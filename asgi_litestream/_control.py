@@ -79,6 +79,21 @@ class ControlClient:
             replicated_txid=int(data.get("replicated_txid", 0)),
         )
 
+    async def sync_durably(self, path: Path, *, timeout: float) -> SyncResult:
+        """Return once the replica holds every transaction committed before the call.
+
+        One ``POST /sync`` with wait first makes Litestream read the WAL, so the
+        ``txid`` it reports covers every earlier commit. Litestream reads that
+        ``txid`` again *after* the replica sync, so a commit landing meanwhile can show
+        the replica one transaction short. Then sync again until the replica reaches
+        the first answer's ``txid``: later commits never hold the caller up.
+        """
+        first = result = await self.sync(path, wait=True, timeout=timeout)
+        while result.replicated_txid < first.txid:
+            result = await self.sync(path, wait=True, timeout=timeout)
+        return SyncResult(status=result.status, txid=first.txid,
+                          replicated_txid=result.replicated_txid)
+
     async def _request(
         self, method: str, url: str, *, json: Any = None, timeout: float | None = None
     ) -> dict[str, Any]:

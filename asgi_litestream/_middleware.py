@@ -49,6 +49,8 @@ class LitestreamLifespan:
         status_path: str | None = DEFAULT,
         download: bool | None = None,
         download_url: str | None = None,
+        litestream_version: str | None = None,
+        litestream_sha256: str | None = None,
         sync_interval: float | None = None,
         startup_timeout: float | None = None,
         flush_timeout: float | None = None,
@@ -73,6 +75,7 @@ class LitestreamLifespan:
             "access_key_id": access_key_id, "secret_access_key": secret_access_key,
             "name": name, "bin_path": bin_path, "status_path": status_path,
             "download": download, "download_url": download_url,
+            "litestream_version": litestream_version, "litestream_sha256": litestream_sha256,
             "sync_interval": sync_interval, "startup_timeout": startup_timeout,
             "flush_timeout": flush_timeout, "stop_timeout": stop_timeout,
             "max_restarts": max_restarts, "restart_window": restart_window,
@@ -145,7 +148,8 @@ class LitestreamLifespan:
             settings = Settings.from_options(**self._options)
             binary = await anyio.to_thread.run_sync(lambda: find_litestream(
                 settings.bin_path, download=settings.download,
-                download_url=settings.download_url,
+                download_url=settings.download_url, version=settings.litestream_version,
+                sha256=settings.litestream_sha256,
             ))
             workdir = private_workdir()
         except Exception as exc:

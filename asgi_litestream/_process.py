@@ -269,12 +269,9 @@ class Supervisor:
             if not path.exists():
                 return None  # nothing committed yet
             try:
-                result = await control.sync(path, wait=True, timeout=self.settings.flush_timeout)
+                result = await control.sync_durably(path, timeout=self.settings.flush_timeout)
             except ControlError as exc:
                 raise SyncError(f"sync of {path} failed: {exc}") from exc
-            if not result.caught_up:
-                raise SyncError(f"sync of {path} returned before the replica caught up "
-                                f"(txid {result.txid}, replica {result.replicated_txid})")
             return result.replicated_txid
         assert scope.cancelled_caught
         raise SyncError(f"the replica of {path} did not confirm within "
@@ -591,8 +588,8 @@ class Supervisor:
                 continue  # nothing was ever written, so nothing can be lost
             try:
                 with anyio.fail_after(self.settings.flush_timeout + 2):
-                    result = await self.control.sync(
-                        db.path, wait=True, timeout=self.settings.flush_timeout
+                    result = await self.control.sync_durably(
+                        db.path, timeout=self.settings.flush_timeout
                     )
             except (ControlError, TimeoutError) as exc:
                 ok = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -126,3 +128,41 @@ async def test_group_commit_shares_syncs_and_releases_nobody_early(
     assert 1 <= syncs <= 16, syncs
     assert sorted(restored) == sorted(acknowledged)
     assert len(restored) == 64
+
+
+@pytest.mark.anyio
+async def test_durable_writes_succeed_under_a_stream_of_other_commits(
+    tmp_path: Path, litestream_bin: Path, s3: S3
+) -> None:
+    """Commits landing during a sync must not fail a durable request: Litestream then
+    reports the replica one transaction short, and the wait must look past that."""
+    db = tmp_path / "app.db"
+    app = LitestreamLifespan(notes_app(db), database=db, replica_url=s3.url(),
+                             access_key_id=s3.access_key_id,
+                             secret_access_key=s3.secret_access_key, bin_path=litestream_bin)
+    async with lifespan(app) as state, client(app, state) as http:
+        done = threading.Event()
+
+        def background_writes() -> None:
+            # Another connection committing all the time, as other workers would.
+            with sqlite3.connect(db, timeout=5) as conn:
+                while not done.is_set():
+                    with conn:
+                        conn.execute("INSERT INTO notes (body) VALUES ('noise')")
+                    time.sleep(0.001)
+
+        async def durable_write(i: int) -> None:
+            response = await http.post("/notes/durable", json={"body": f"d-{i}"})
+            assert response.status_code == 201, response.text
+
+        await http.post("/notes", json={"body": "creates the table"})
+        writer = threading.Thread(target=background_writes)
+        writer.start()
+        try:
+            for round_ in range(10):
+                async with anyio.create_task_group() as burst:
+                    for i in range(16):
+                        burst.start_soon(durable_write, round_ * 16 + i)
+        finally:
+            done.set()
+            writer.join()

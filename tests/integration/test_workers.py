@@ -3,11 +3,13 @@ restore on boot. Real Litestream, real S3 (moto)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import S3, descendants, is_litestream, litestreams_replicating, restore
@@ -172,3 +174,31 @@ def test_empty_replica_means_a_fresh_start(tmp_path: Path, litestream_bin: Path,
         assert "no backup of" in server.output()
     finally:
         stopped_cleanly(server)
+
+
+def test_durable_writes_through_standby_workers_are_in_the_replica(
+    tmp_path: Path, litestream_bin: Path, s3: S3
+) -> None:
+    """A standby worker's durable request asks the leader's Litestream: after durable
+    writes through every worker, SIGKILL everything at once — the replica has them all."""
+    db = tmp_path / "app.db"
+    env = server_env(db, s3, litestream_bin, ASGI_LITESTREAM_SYNC_INTERVAL="10")
+    server = start_server("uvicorn", tmp_path, env, workers=3)
+    acknowledged, workers = [], set()
+    try:
+        statuses_of_all_workers(server, 3)
+        for i in range(40):
+            response = httpx.post(server.base + "/notes/durable", json={"body": f"d-{i}"},
+                                  timeout=15, headers={"connection": "close"})
+            assert response.status_code == 201, response.text
+            acknowledged.append(f"d-{i}")
+            workers.add(response.json()["worker"])
+        assert len(workers) >= 2  # the leader and at least one standby answered
+    finally:
+        # Litestream first, so that it cannot make a final sync on its way out.
+        everyone = [*descendants(server.process.pid), server.process.pid]
+        for pid in sorted(everyone, key=lambda p: not is_litestream(p)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.process.wait(10)
+    assert restore(litestream_bin, s3.url(), tmp_path / "out.db", env=s3.env()) == acknowledged
