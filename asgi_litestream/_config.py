@@ -449,41 +449,44 @@ def _join_url(base: str, leaf: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + quote(leaf)))
 
 
-def _secret_refs(url: str, index: int) -> tuple[str, dict[str, str]]:
-    """``url`` with its password and secret query values replaced by ``${VAR}``
-    references, and the variables' values (which go to the child's environment)."""
+def _rewrite_secrets(url: str, replace: Callable[[str | None, str], str]) -> str:
+    """``url`` with its password (``replace(None, password)``) and every non-empty
+    secret-looking query value (``replace(key, value)``) replaced; unchanged when it
+    has neither."""
     parts = urlsplit(url)
-    values: dict[str, str] = {}
     netloc = parts.netloc
     if parts.password:
-        variable = f"{ENV_PREFIX}REPLICA_{index}_PASSWORD"
-        values[variable] = parts.password
         # rpartition keeps the host as written (case, IPv6 brackets, port).
-        netloc = f"{parts.username or ''}:${{{variable}}}@{netloc.rpartition('@')[2]}"
-    query = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if _SECRET_QUERY.search(key) and value:
-            variable = f"{ENV_PREFIX}REPLICA_{index}_{re.sub(r'[^A-Z0-9]', '_', key.upper())}"
-            # Litestream pastes the value into the URL as is: keep it URL-encoded.
-            values[variable] = quote(value, safe="")
-            value = f"${{{variable}}}"
-        query.append((key, value))
-    if not values:
-        return url, {}
-    ref_url = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe=":/${}")))
-    return ref_url, values
+        netloc = (f"{parts.username or ''}:{replace(None, parts.password)}"
+                  f"@{netloc.rpartition('@')[2]}")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret = [bool(value and _SECRET_QUERY.search(key)) for key, value in pairs]
+    if netloc == parts.netloc and not any(secret):
+        return url
+    query = [(key, replace(key, value) if is_secret else value)
+             for (key, value), is_secret in zip(pairs, secret, strict=True)]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe=":/*${}")))
+
+
+def _secret_refs(url: str, index: int) -> tuple[str, dict[str, str]]:
+    """``url`` with its secrets replaced by ``${VAR}`` references, and the variables'
+    values (which go to the child's environment)."""
+    values: dict[str, str] = {}
+
+    def reference(key: str | None, value: str) -> str:
+        name = "PASSWORD" if key is None else re.sub(r"[^A-Z0-9]", "_", key.upper())
+        variable = f"{ENV_PREFIX}REPLICA_{index}_{name}"
+        # Litestream pastes the value into the URL as is: keep a query value encoded.
+        values[variable] = value if key is None else quote(value, safe="")
+        return f"${{{variable}}}"
+
+    return _rewrite_secrets(url, reference), values
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password and secret-looking query values replaced by ``***``."""
     try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password:
-            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-        query = [(k, "***" if _SECRET_QUERY.search(k) else v)
-                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe=":/*")))
+        return _rewrite_secrets(url, lambda key, value: "***")
     except ValueError:
         return "<unparseable url>"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
@@ -79,10 +78,6 @@ class DatabaseHealth:
             "error": self.error,
             "last_errors": list(self.last_errors),
         }
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def uptime(started_at: float | None) -> float | None:
