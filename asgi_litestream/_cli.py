@@ -26,6 +26,7 @@ from . import __version__
 from ._binary import DEFAULT_VERSION, download_litestream, find_litestream
 from ._config import Settings
 from ._exceptions import LitestreamError, RestoreError
+from ._logs import scrub
 from ._restore import restore_database
 from ._workdir import private_workdir, write_config
 
@@ -72,16 +73,10 @@ def _download(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    sys.stdout.write(_scrub(settings.to_yaml(), settings.secrets()))
-    return 0
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
     # The YAML holds ${VAR} references, not secrets; scrub anyway, since this output
     # ends up in terminals and CI logs.
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    sys.stdout.write(scrub(settings.to_yaml(), settings.secrets()))
+    return 0
 
 
 # -- restore -------------------------------------------------------------------

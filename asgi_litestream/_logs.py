@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
@@ -34,15 +36,24 @@ def parse_log_line(text: str) -> tuple[int, str, str | None]:
     return logging.INFO, text, None
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret replaced by ``***``, also in escaped forms: Go
-    quotes URLs with %q inside JSON strings, so a password holding a quote or a
-    backslash appears escaped once or twice."""
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret replaced by ``***``, also in escaped forms."""
+    for form in _forms(tuple(secrets)):
+        text = text.replace(form, "***")
+    return text
+
+
+@functools.lru_cache(maxsize=16)
+def _forms(secrets: tuple[str, ...]) -> list[str]:
+    """Each secret as it may appear in Litestream's output: raw, and escaped once or
+    twice (Go quotes URLs with %q inside JSON strings, so a quote or a backslash in a
+    password comes out escaped). Longest first, so that a secret containing another
+    is replaced whole. Cached: the log pump scrubs every line with the same secrets."""
+    forms: set[str] = set()
     for secret in secrets:
         once = json.dumps(secret)[1:-1]
-        for form in {secret, once, json.dumps(once)[1:-1]}:
-            text = text.replace(form, "***")
-    return text
+        forms.update((secret, once, json.dumps(once)[1:-1]))
+    return sorted(forms, key=len, reverse=True)
 
 
 def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def restore_database(
     lines = (result.stdout + result.stderr).strip().splitlines()
     if result.returncode != 0:
         _remove(partial)
-        reason = scrub(lines[-1], list(secrets)) if lines else "no output"
+        reason = scrub(lines[-1], secrets) if lines else "no output"
         raise RestoreError(f"restoring {target} from {database.replica} failed "
                            f"(exit {result.returncode}): {reason}")
     if not partial.exists():
