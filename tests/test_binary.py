@@ -324,38 +324,31 @@ def test_connection_refused(tmp_path: Path, server: ReleaseServer) -> None:
         )
 
 
+def _download_served(server: ReleaseServer, archive: bytes, cache: Path) -> Path:
+    """Serve ``archive`` as the release asset, pinned to its own sha256, and fetch it."""
+    server.files[ASSET_PATH] = archive
+    return download_litestream(version=VERSION, download_url=server.base_url,
+                               cache_dir=cache, sha256=hashlib.sha256(archive).hexdigest())
+
+
 def test_archive_with_linked_binary_is_refused(tmp_path: Path, server: ReleaseServer) -> None:
     """A `litestream` member that is a symlink is refused and nothing is written."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         _add_bytes(tar, "../escape", b"x")
         _add_bytes(tar, "litestream", b"", type=tarfile.SYMTYPE, linkname="/bin/sh")
-    data = buffer.getvalue()
-    server.files[ASSET_PATH] = data
     cache = tmp_path / "cache"
     with pytest.raises(DownloadError, match="not a regular file"):
-        download_litestream(
-            version=VERSION,
-            download_url=server.base_url,
-            cache_dir=cache,
-            sha256=hashlib.sha256(data).hexdigest(),
-        )
+        _download_served(server, buffer.getvalue(), cache)
     assert _leftovers(cache) == []
     assert not (cache / "escape").exists()
 
 
 def test_invalid_archive_is_refused(tmp_path: Path, server: ReleaseServer) -> None:
     """An archive that matches its sha256 but is not a .tar.gz raises and leaves nothing."""
-    data = b"PK\x03\x04 not a tarball"
-    server.files[ASSET_PATH] = data
     cache = tmp_path / "cache"
     with pytest.raises(DownloadError, match=r"not a valid \.tar\.gz"):
-        download_litestream(
-            version=VERSION,
-            download_url=server.base_url,
-            cache_dir=cache,
-            sha256=hashlib.sha256(data).hexdigest(),
-        )
+        _download_served(server, b"PK\x03\x04 not a tarball", cache)
     assert _leftovers(cache) == []
 
 
