@@ -43,7 +43,18 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
-_OFF: Any = object()
+
+
+def resolve_status_path(status_path: str | _Default | None,
+                        environ: Mapping[str, str]) -> str | None:
+    """The keyword when given (None: off), else ASGI_LITESTREAM_STATUS_PATH (empty:
+    off), else the default. Unvalidated: Settings checks it."""
+    if not isinstance(status_path, _Default):
+        return status_path
+    text = environ.get(ENV_PREFIX + "STATUS_PATH")
+    if text is None:
+        return "/_litestream/status"
+    return text or None
 
 
 
@@ -134,11 +145,7 @@ class Settings:
             opt.raw("database", database, lambda s: [p for p in s.split(",") if p.strip()]),
             opt.raw("replica_url", replica_url, str),
         )
-        if isinstance(status_path, _Default):
-            status = opt.raw("status_path", None, lambda text: text or _OFF)
-            status = None if status is _OFF else (status or "/_litestream/status")
-        else:
-            status = status_path
+        status = resolve_status_path(status_path, env)
         sync = opt.seconds("sync_interval", sync_interval, 1.0)
         health = opt.seconds("health_interval", health_interval, 2.0)
         # A replica may trail by a few sync intervals before that means trouble.

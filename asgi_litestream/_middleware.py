@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _registry
 from ._binary import find_litestream
-from ._config import DEFAULT, ENV_PREFIX, Settings
+from ._config import DEFAULT, Settings, resolve_status_path
 from ._process import Supervisor
 from ._workdir import private_workdir, write_config
 
@@ -84,10 +84,8 @@ class LitestreamLifespan:
             "strict_status": strict_status, "restore_if_missing": restore_if_missing,
             "restore_timeout": restore_timeout,
         }
-        if status_path is DEFAULT:
-            env_path = os.environ.get(ENV_PREFIX + "STATUS_PATH")
-            status_path = "/_litestream/status" if env_path is None else env_path or None
-        self.status_path = status_path
+        # Known before startup, so that the route answers (503) even before it.
+        self.status_path = resolve_status_path(status_path, os.environ)
         self.supervisor: Supervisor | None = None
         self._status_key: tuple[object, ...] = ()
         self._status_cache: tuple[bytes, bool, bool] = (b"", False, False)
