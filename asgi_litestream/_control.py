@@ -18,10 +18,6 @@ class SyncResult:
     txid: int
     replicated_txid: int
 
-    @property
-    def caught_up(self) -> bool:
-        return self.replicated_txid >= self.txid
-
 
 # httpx logs every request at INFO; polling the control socket every few seconds
 # would flood the app's logs, so drop just those records.

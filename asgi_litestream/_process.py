@@ -43,7 +43,7 @@ from ._exceptions import StartupError, SyncError
 from ._leader import Leadership
 from ._logs import parse_log_line, scrub
 from ._restore import restore_database
-from ._status import DatabaseHealth, Role, State, uptime
+from ._status import DatabaseHealth, Role, State, overall_health, uptime
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
 logger = logging.getLogger("asgi_litestream")
@@ -675,7 +675,31 @@ class Supervisor:
         # before it: positions appear within milliseconds of readiness.
         while not self._closing:
             await self.refresh_health()
+            if self.role is Role.LEADER:  # standbys would repeat the leader's lines
+                self._log_health_changes(time.monotonic())
             await anyio.sleep(self.settings.health_interval)
+
+    def _log_health_changes(self, now: float) -> None:
+        """One warning when a database's replication stalls, one line when it recovers:
+        under a bare server an operator sees an outage and its end."""
+        if not self.running:
+            return
+        for health in self.health:
+            healthy = health.healthy(now, self.settings.max_lag)
+            if healthy is False and health.unhealthy_since is None:
+                health.unhealthy_since = now
+                why = (f"polling it failed: {health.error}" if health.error is not None
+                       else f"the replica misses {health.lag()} transaction(s), the oldest "
+                            f"for {health.delay(now) or 0:.1f}s")
+                logger.warning("litestream %r: replication of %s to %s is stalled: %s "
+                               "(max_lag %ss)", self.settings.name, health.database.path,
+                               health.database.replica, why, self.settings.max_lag)
+            elif healthy and health.unhealthy_since is not None:
+                logger.info("litestream %r: replication of %s to %s recovered after %.1fs "
+                            "(delay now %.1fs)", self.settings.name, health.database.path,
+                            health.database.replica, now - health.unhealthy_since,
+                            health.delay(now) or 0.0)
+                health.unhealthy_since = None
 
     async def refresh_health(self) -> None:
         """Ask Litestream (ours, or the leader's) for every database's positions."""
@@ -714,8 +738,7 @@ class Supervisor:
         health.litestream_status = entry.get("status")
         health.last_sync_at = entry.get("last_sync_at") or health.last_sync_at
         if not path.exists():
-            health.txid = health.replicated_txid = 0
-            health.caught_up_at, health.error, health.polled_at = now, None, now
+            health.observe(0, 0, now)  # nothing committed, so nothing to replicate
             return
         try:
             # Without wait this returns at once with both positions; a hung replica
@@ -724,10 +747,7 @@ class Supervisor:
         except ControlError as exc:
             health.error = str(exc)
             return
-        health.txid, health.replicated_txid = result.txid, result.replicated_txid
-        if result.caught_up:
-            health.caught_up_at = now
-        health.error, health.polled_at = None, now
+        health.observe(result.txid, result.replicated_txid, now)
 
     def status_key(self) -> tuple[object, ...]:
         """Changes whenever status() would: state, positions, errors, and every
@@ -749,7 +769,8 @@ class Supervisor:
             "role": self.role.value if self.role else None,
             "leader_pid": self.leader.get("pid"),
             "worker_pid": os.getpid(),
-            "healthy": self.running and all(d["healthy"] for d in databases),
+            "healthy": overall_health([d["healthy"] for d in databases])
+                       if self.running else False,
             "pid": leader.get("litestream_pid") if standby else self.pid,
             "uptime_s": uptime(self._started_at) if self.running and not standby else None,
             "restarts": leader.get("restarts", 0) if standby else self.restarts,
