@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -115,7 +114,7 @@ def _restore(args: argparse.Namespace) -> int:
             else:
                 _say(f"no backup of {db.path} in {db.replica}: it starts fresh")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.remove()
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,7 +24,7 @@ from . import _registry
 from ._binary import find_litestream
 from ._config import DEFAULT, Settings, resolve_status_path
 from ._process import Supervisor
-from ._workdir import private_workdir, write_config
+from ._workdir import Workdir, private_workdir, write_config
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -154,23 +153,23 @@ class LitestreamLifespan:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
-            supervisor = Supervisor(settings, binary=binary, workdir=workdir,
+            supervisor = Supervisor(settings, binary=binary, workdir=workdir.path,
                                     environ=os.environ)
             write_config(settings, workdir)
             _registry.register(settings.name, supervisor)
         except Exception as exc:
-            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.remove()
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
-            await self._run(supervisor, scope, receive, send, startup)
+            await self._run(supervisor, workdir, scope, receive, send, startup)
         finally:
             _registry.unregister(settings.name, supervisor)
             self.supervisor = None
-            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.remove()
 
-    async def _run(self, supervisor: Supervisor, scope: Scope, receive: Receive,
-                   send: Send, startup: Message) -> None:
+    async def _run(self, supervisor: Supervisor, workdir: Workdir, scope: Scope,
+                   receive: Receive, send: Send, startup: Message) -> None:
         # Errors are carried out of the task group and raised after it, so that the
         # server sees the error itself rather than an ExceptionGroup around it.
         startup_failure: Exception | None = None
@@ -187,7 +186,7 @@ class LitestreamLifespan:
                     scope["state"]["litestream"] = supervisor
                 try:
                     inner_error = await self._run_inner_lifespan(
-                        supervisor, scope, receive, send, startup)
+                        supervisor, workdir, scope, receive, send, startup)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await supervisor.close()
@@ -198,8 +197,8 @@ class LitestreamLifespan:
         if inner_error is not None:
             raise inner_error
 
-    async def _run_inner_lifespan(self, supervisor: Supervisor, scope: Scope,
-                                  receive: Receive, send: Send,
+    async def _run_inner_lifespan(self, supervisor: Supervisor, workdir: Workdir,
+                                  scope: Scope, receive: Receive, send: Send,
                                   startup: Message) -> Exception | None:
         """Run the inner app's lifespan inside ours; hold its shutdown reply until
         Litestream has flushed, so the server does not exit before the replica has
@@ -247,6 +246,9 @@ class LitestreamLifespan:
             await receive()  # the server's lifespan.shutdown: the only message left
         with anyio.CancelScope(shield=True):
             await supervisor.close()
+        # Before the reply, not after: uvicorn (one process) re-raises SIGTERM as
+        # soon as it has shutdown.complete, and nothing of ours runs past that.
+        workdir.remove()
         if not held:
             held = [{"type": "lifespan.shutdown.failed", "message": str(inner_error)}
                     if inner_error is not None else {"type": "lifespan.shutdown.complete"}]
