@@ -3,7 +3,6 @@
 from importlib import metadata as _metadata
 
 from ._config import Database, Settings
-from ._durable import durable, durable_endpoint
 from ._exceptions import (
     BinaryError,
     BinaryNotFoundError,
@@ -20,6 +19,7 @@ from ._exceptions import (
 from ._middleware import LitestreamLifespan
 from ._process import Supervisor
 from ._registry import get_supervisor, start_litestream, status, stop_litestream
+from ._starlette import durable, durable_endpoint
 from ._status import State
 
 try:

@@ -38,8 +38,8 @@ import anyio.to_thread
 
 from ._config import Settings
 from ._control import ControlClient, ControlError
-from ._durable import GroupSync
 from ._exceptions import StartupError, SyncError
+from ._group_sync import GroupSync
 from ._leader import Leadership
 from ._logs import parse_log_line, scrub
 from ._restore import restore_database

@@ -1,4 +1,4 @@
-"""Durable acknowledgement: wait until a commit is in the replica, sharing syncs.
+"""Group commit: concurrent durable waits share syncs.
 
 Group commit: while one sync is in flight, callers that arrive join the *next*
 one, which starts only after they arrived; so no caller is ever released by a
@@ -8,19 +8,13 @@ plus one forming, never one sync per request.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.abc
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 
 from ._exceptions import SyncError
-
-T = TypeVar("T")
 
 
 class _Round:
@@ -76,42 +70,3 @@ class GroupSync:
                     current.done.set()
         finally:
             self._running = False
-
-
-async def durable(request: Request, *, timeout: float | None = None,
-                  name: str | None = None) -> dict[str, int]:
-    """Wait in a handler until its commits are in the replica; 503 if they cannot be.
-
-    Call it after your transaction commits and before returning the response::
-
-        await asgi_litestream.durable(request)
-
-    Returns ``{database path: replicated txid}``. Raises Starlette's
-    ``HTTPException(503)`` (rendered by Starlette and FastAPI) when Litestream is
-    down or the replica does not confirm within ``timeout``.
-    """
-    from ._registry import get_supervisor
-
-    supervisor = get_supervisor(name) if name else request.state.litestream
-    try:
-        positions: dict[str, int] = await supervisor.sync(timeout=timeout)
-    except SyncError as exc:
-        raise HTTPException(503, detail=f"not durable: {exc}",
-                            headers={"retry-after": "1"}) from exc
-    return positions
-
-
-def durable_endpoint(
-    endpoint: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    """Decorate a Starlette endpoint: its response is sent only once its commits are
-    in the replica (503 otherwise)."""
-
-    @functools.wraps(endpoint)
-    async def wrapper(request: Request) -> Response:
-        response = await endpoint(request)
-        if response.status_code < 400:
-            await durable(request)
-        return response
-
-    return wrapper

@@ -1,0 +1,54 @@
+"""Starlette glue for durable acknowledgement: ``durable()`` and ``@durable_endpoint``.
+
+The core (supervisor, group commit) never imports Starlette; this module imports the
+core.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ._exceptions import SyncError
+from ._registry import get_supervisor
+
+
+async def durable(request: Request, *, timeout: float | None = None,
+                  name: str | None = None) -> dict[str, int]:
+    """Wait in a handler until its commits are in the replica; 503 if they cannot be.
+
+    Call it after your transaction commits and before returning the response::
+
+        await asgi_litestream.durable(request)
+
+    Returns ``{database path: replicated txid}``. Raises Starlette's
+    ``HTTPException(503)`` (rendered by Starlette and FastAPI) when Litestream is
+    down or the replica does not confirm within ``timeout``.
+    """
+    supervisor = get_supervisor(name) if name else request.state.litestream
+    try:
+        positions: dict[str, int] = await supervisor.sync(timeout=timeout)
+    except SyncError as exc:
+        raise HTTPException(503, detail=f"not durable: {exc}",
+                            headers={"retry-after": "1"}) from exc
+    return positions
+
+
+def durable_endpoint(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Decorate a Starlette endpoint: its response is sent only once its commits are
+    in the replica (503 otherwise)."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        response = await endpoint(request)
+        if response.status_code < 400:
+            await durable(request)
+        return response
+
+    return wrapper
