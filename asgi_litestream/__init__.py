@@ -16,8 +16,8 @@ from ._exceptions import (
     SyncError,
     UnsupportedPlatformError,
 )
+from ._handle import Supervisor
 from ._middleware import LitestreamLifespan
-from ._process import Supervisor
 from ._registry import get_supervisor, start_litestream, status, stop_litestream
 from ._starlette import durable, durable_endpoint
 from ._status import State

@@ -8,7 +8,10 @@ plus one forming, never one sync per request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -70,3 +73,47 @@ class GroupSync:
                     current.done.set()
         finally:
             self._running = False
+
+
+class DurableSyncs:
+    """One :class:`GroupSync` per database, and a durable wait fanned out over them."""
+
+    def __init__(self, paths: Iterable[Path], sync_once: Callable[[Path], Awaitable[int | None]],
+                 task_group: anyio.abc.TaskGroup) -> None:
+        self._groups = {path: GroupSync(functools.partial(sync_once, path), task_group)
+                        for path in paths}
+
+    @property
+    def rounds(self) -> int:
+        """How many syncs were sent (far fewer than callers under load)."""
+        return sum(group.rounds for group in self._groups.values())
+
+    async def wait(self, timeout: float, database: str | os.PathLike[str] | None = None
+                   ) -> dict[str, int]:
+        """``{path: replicated txid}`` once every database (or only ``database``) has
+        everything committed before the call in its replica; SyncError otherwise."""
+        groups = self._groups
+        if database is not None:
+            wanted = Path(database).absolute()
+            groups = {p: g for p, g in self._groups.items() if p == wanted}
+            if not groups:
+                known = ", ".join(str(p) for p in self._groups)
+                raise SyncError(f"{wanted} is not one of the replicated databases: {known}")
+        positions: dict[str, int] = {}
+        errors: list[SyncError] = []
+
+        async def wait_one(path: Path, group: GroupSync) -> None:
+            try:
+                replicated = await group.wait(timeout)
+            except SyncError as exc:
+                errors.append(exc)  # raised plain below, not in an ExceptionGroup
+                return
+            if replicated is not None:
+                positions[str(path)] = replicated
+
+        async with anyio.create_task_group() as task_group:
+            for path, group in groups.items():
+                task_group.start_soon(wait_one, path, group)
+        if errors:
+            raise errors[0]
+        return positions

@@ -20,10 +20,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from ._config import Database
+from ._status import State
+
+# How long a standby at shutdown looks for the leader to start stopping too.
+_LEADER_STOP_GRACE = 1.0
 
 
 def _lock_path(database: Path, role: str) -> Path:
@@ -121,3 +128,27 @@ class Leadership:
         finally:
             for fd in fds:
                 os.close(fd)
+
+    async def wait_for_others(self, limit: float) -> None:
+        """At shutdown (after leave()), until the other workers have stopped writing."""
+        with anyio.move_on_after(limit):
+            while not self.others_gone():  # noqa: ASYNC110 - other processes' locks
+                await anyio.sleep(0.02)
+
+    async def wait_for_leader_to_flush(self, limit: float) -> None:
+        """When the whole server stops, outlive the leader's flush.
+
+        Hypercorn's master terminates every worker as soon as the first one exits;
+        a standby that exits first would get the leader killed mid-flush. If the
+        leader is not stopping too (only this worker is going), leave at once.
+        """
+        grace = time.monotonic() + _LEADER_STOP_GRACE
+        with anyio.move_on_after(limit):
+            while True:
+                state = (self.leader_info() or {}).get("state")
+                if state != State.STOPPING.value and (
+                    state != State.RUNNING.value or time.monotonic() > grace
+                ):
+                    return
+                await anyio.sleep(0.02)
+

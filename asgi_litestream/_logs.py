@@ -6,8 +6,11 @@ import functools
 import json
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
+
+logger = logging.getLogger("asgi_litestream")
 
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
            "WARNING": logging.WARNING, "ERROR": logging.ERROR}
@@ -34,6 +37,38 @@ def parse_log_line(text: str) -> tuple[int, str, str | None]:
     if text.lower().startswith(("error", "panic", "fatal")):
         return logging.ERROR, text, None
     return logging.INFO, text, None
+
+
+class LitestreamLog:
+    """Where Litestream's output goes: each line re-emitted on our logger at its own
+    level, scrubbed of secrets; warning and error lines also kept for the status."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self._secrets = tuple(secrets)
+        self.last_errors: deque[str] = deque(maxlen=10)
+        self._by_database: dict[str, deque[str]] = {}
+        self.changes = 0  # bumped with every kept line
+
+    def line(self, raw: bytes, pid: int) -> None:
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            return
+        level, message, database = parse_log_line(scrub(text, self._secrets))
+        message = scrub(message, self._secrets)
+        logger.log(level, "litestream[%d]: %s", pid, message)
+        if level >= logging.WARNING:
+            self.changes += 1
+            self.last_errors.append(message)
+            if database is not None:
+                self._by_database.setdefault(database, deque(maxlen=5)).append(message)
+
+    def errors_of(self, database_name: str) -> list[str]:
+        """The last warning/error lines Litestream logged about one database file."""
+        return list(self._by_database.get(database_name, ()))
+
+    def tail(self) -> str:
+        """``": <last error line>"``, or nothing: for messages about an exit."""
+        return f": {self.last_errors[-1]}" if self.last_errors else ""
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:

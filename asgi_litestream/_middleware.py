@@ -23,7 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import _registry
 from ._binary import find_litestream
 from ._config import DEFAULT, Settings, resolve_status_path
-from ._process import Supervisor
+from ._handle import Supervisor
+from ._service import ReplicationService
 from ._workdir import Workdir, private_workdir, write_config
 
 logger = logging.getLogger("asgi_litestream")
@@ -85,7 +86,7 @@ class LitestreamLifespan:
         }
         # Known before startup, so that the route answers (503) even before it.
         self.status_path = resolve_status_path(status_path, os.environ)
-        self.supervisor: Supervisor | None = None
+        self._service: ReplicationService | None = None
         self._status_key: tuple[object, ...] = ()
         self._status_cache: tuple[bytes, bool, bool] = (b"", False, False)
 
@@ -110,11 +111,11 @@ class LitestreamLifespan:
             await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
             return
         body, running, healthy = self._status_body()
-        supervisor = self.supervisor
+        service = self._service
         # Readiness follows "running"; alerting may also demand "healthy"
         # (strict_status=True, or ?strict=1 on one probe only).
-        strict = supervisor is not None and (
-            supervisor.settings.strict_status or _query_flag(scope, b"strict"))
+        strict = service is not None and (
+            service.settings.strict_status or _query_flag(scope, b"strict"))
         ok = running and (healthy or not strict)
         # HEAD mirrors GET's headers (content-length included), without the body.
         await _respond(send, 200 if ok else 503, body, _JSON_HEADERS,
@@ -123,12 +124,12 @@ class LitestreamLifespan:
     def _status_body(self) -> tuple[bytes, bool, bool]:
         """The rendered status, re-rendered only when it changed (or 100 ms passed):
         probes and scrapers hitting it cost about as much as a static route."""
-        supervisor = self.supervisor
-        if supervisor is None:
+        service = self._service
+        if service is None:
             return _NOT_STARTED, False, False
-        key = supervisor.status_key()
+        key = service.status_key()
         if key != self._status_key:
-            snapshot = supervisor.status()
+            snapshot = service.status()
             self._status_cache = (json.dumps(snapshot, separators=(",", ":")).encode(),
                                   snapshot["status"] == "running", bool(snapshot["healthy"]))
             self._status_key = key
@@ -140,7 +141,9 @@ class LitestreamLifespan:
         startup = await receive()
         # Any failure before the app serves must reach the server as startup.failed:
         # a bare exception reads as "lifespan unsupported" under uvicorn's default
-        # --lifespan auto, and the app would serve with no backup at all.
+        # --lifespan auto, and the app would serve with no backup at all. Preflight
+        # runs outside any task group, so its errors arrive unwrapped.
+        workdir: Workdir | None = None
         try:
             settings = Settings.from_options(**self._options)
             binary = await anyio.to_thread.run_sync(lambda: find_litestream(
@@ -149,55 +152,49 @@ class LitestreamLifespan:
                 sha256=settings.litestream_sha256,
             ))
             workdir = private_workdir()
-        except Exception as exc:
-            await send({"type": "lifespan.startup.failed", "message": str(exc)})
-            raise
-        try:
-            supervisor = Supervisor(settings, binary=binary, workdir=workdir.path,
-                                    environ=os.environ)
             write_config(settings, workdir)
+            service = ReplicationService(settings, binary=binary, workdir=workdir.path,
+                                         environ=os.environ)
+            supervisor = Supervisor(service)
             _registry.register(settings.name, supervisor)
         except Exception as exc:
-            workdir.remove()
+            if workdir is not None:
+                workdir.remove()
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
-            await self._run(supervisor, workdir, scope, receive, send, startup)
+            await self._serve(service, supervisor, workdir, scope, receive, send, startup)
         finally:
             _registry.unregister(settings.name, supervisor)
-            self.supervisor = None
+            self._service = None
             workdir.remove()
 
-    async def _run(self, supervisor: Supervisor, workdir: Workdir, scope: Scope,
-                   receive: Receive, send: Send, startup: Message) -> None:
+    async def _serve(self, service: ReplicationService, supervisor: Supervisor,
+                     workdir: Workdir, scope: Scope, receive: Receive, send: Send,
+                     startup: Message) -> None:
+        """Litestream ready first, then the app's lifespan inside ours, then the close."""
         # Errors are carried out of the task group and raised after it, so that the
         # server sees the error itself rather than an ExceptionGroup around it.
-        startup_failure: Exception | None = None
-        inner_error: Exception | None = None
+        error: Exception | None = None
         async with anyio.create_task_group() as task_group:
             try:
-                await supervisor.run(task_group)
+                await task_group.start(service.serve)  # lead (restore, spawn) or follow
             except Exception as exc:
-                startup_failure = exc
-                task_group.cancel_scope.cancel()
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                error = exc
             else:
-                self.supervisor = supervisor
+                self._service = service
                 if "state" in scope:
                     scope["state"]["litestream"] = supervisor
                 try:
-                    inner_error = await self._run_inner_lifespan(
-                        supervisor, workdir, scope, receive, send, startup)
+                    error = await self._run_inner_lifespan(
+                        service, workdir, scope, receive, send, startup)
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await supervisor.close()
-                    task_group.cancel_scope.cancel()
-        if startup_failure is not None:
-            await send({"type": "lifespan.startup.failed", "message": str(startup_failure)})
-            raise startup_failure
-        if inner_error is not None:
-            raise inner_error
+                    await service.close()  # a no-op once the inner lifespan closed it
+        if error is not None:
+            raise error
 
-    async def _run_inner_lifespan(self, supervisor: Supervisor, workdir: Workdir,
+    async def _run_inner_lifespan(self, service: ReplicationService, workdir: Workdir,
                                   scope: Scope, receive: Receive, send: Send,
                                   startup: Message) -> Exception | None:
         """Run the inner app's lifespan inside ours; hold its shutdown reply until
@@ -239,13 +236,12 @@ class LitestreamLifespan:
                 # Like uvicorn: an app that raises before answering startup does not
                 # speak lifespan (Django's ASGI handler). Litestream runs regardless.
                 logger.info("litestream %r: the app does not support lifespan (%s); "
-                            "running Litestream for it anyway", supervisor.settings.name, exc)
+                            "running Litestream for it anyway", service.settings.name, exc)
         if not startup_replied:
             await send({"type": "lifespan.startup.complete"})
         if not held and not shutdown_received:
             await receive()  # the server's lifespan.shutdown: the only message left
-        with anyio.CancelScope(shield=True):
-            await supervisor.close()
+        await service.close()
         # Before the reply, not after: uvicorn (one process) re-raises SIGTERM as
         # soon as it has shutdown.complete, and nothing of ours runs past that.
         workdir.remove()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from ._exceptions import ConfigError, SupervisorLookupError
-from ._process import Supervisor
+from ._handle import Supervisor
 
 _supervisors: dict[str, Supervisor] = {}
 

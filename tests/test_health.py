@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from asgi_litestream._config import Database
-from asgi_litestream._status import DatabaseHealth, overall_health
+from asgi_litestream._health import DatabaseHealth, overall_health
 
 
 def health() -> DatabaseHealth:

@@ -1,0 +1,212 @@
+"""One `litestream replicate` process: command, spawn, log pump, readiness, flush, close.
+
+The mechanism only (uvicorn's ``Process`` beside its ``Multiprocess``): when to start,
+restart or stop it is the supervisor's business.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from ._config import Database
+from ._control import ControlClient, ControlError
+from ._exceptions import StartupError
+from ._logs import LitestreamLog
+
+logger = logging.getLogger("asgi_litestream")
+
+_READY_POLL = 0.002
+_MAX_LINE = 64 * 1024
+# After SIGKILL the kernel reaps at once; this only bounds the wait for the last
+# log lines, so that closing can never hang.
+_REAP_LIMIT = 2.0
+
+# Exec'd by the current interpreter when `setpriv` is missing: ask the kernel to
+# SIGTERM Litestream when its parent dies, then become Litestream (same pid, so
+# signals and the control socket's pid check are unchanged).
+_PDEATHSIG_EXEC = """\
+import ctypes, os, signal, sys
+PR_SET_PDEATHSIG = 1
+if ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) or os.getppid() != int(sys.argv[1]):
+    os._exit(70)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def replicate_command(binary: Path, config_path: Path) -> list[str]:
+    """`litestream replicate`, wrapped on Linux so that it gets SIGTERM (and makes its
+    own final sync) if the app dies without stopping it (SIGKILL, OOM)."""
+    command = [str(binary), "replicate", "-config", str(config_path)]
+    if not sys.platform.startswith("linux"):
+        return command  # no parent-death signal; a graceful shutdown still stops it
+    setpriv = _setpriv()
+    if setpriv:
+        return [setpriv, "--pdeathsig", "TERM", "--", *command]
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+class LitestreamProcess:
+    """A running, ready `litestream replicate`. Build it with :meth:`start`."""
+
+    def __init__(self, process: anyio.abc.Process, *, name: str, control: ControlClient,
+                 log: LitestreamLog) -> None:
+        self.name = name
+        self.pid = process.pid
+        self.version: str | None = None
+        self.started_at = time.monotonic()
+        self._process = process
+        self._control = control
+        self._log = log
+        self._pumped = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"LitestreamProcess(pid={self.pid}, returncode={self.returncode})"
+
+    @classmethod
+    async def start(
+        cls, command: Sequence[str], *, name: str, env: Mapping[str, str],
+        pass_fds: Sequence[int], control: ControlClient, log: LitestreamLog,
+        databases: Sequence[Database], task_group: anyio.abc.TaskGroup, timeout: float,
+    ) -> LitestreamProcess:
+        """Spawn Litestream and return once it is ready: the control socket answers
+        with *our* child's pid and lists every database. Raises StartupError (with
+        Litestream's own last error line); no child is left behind."""
+        try:
+            process = await anyio.open_process(
+                list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, env=dict(env),
+                # Its own session: a terminal's SIGINT/SIGHUP reaches only us, and we
+                # stop Litestream in order (SIGHUP would kill it with no final sync).
+                start_new_session=True,
+                # Litestream holds the leader lock with us, so a standby cannot start
+                # a second one while this child still runs, even if we die first.
+                pass_fds=pass_fds,
+            )
+        except OSError as exc:
+            raise StartupError(f"could not start {command[0]}: {exc}. Fix: check the "
+                               "binary exists and is executable (bin_path)") from exc
+        child = cls(process, name=name, control=control, log=log)
+        # Always drain: past ~64 KB of unread output Litestream blocks for good.
+        task_group.start_soon(child._pump_logs)
+        try:
+            with anyio.fail_after(timeout):
+                await child._wait_ready({str(db.path) for db in databases})
+        except BaseException as exc:
+            await child.aclose(grace=0)
+            if isinstance(exc, TimeoutError):
+                raise StartupError(
+                    f"Litestream did not become ready within {timeout}s{log.tail()}. Fix: "
+                    "check the replica is reachable, or raise startup_timeout") from None
+            if isinstance(exc, _Exited):
+                raise StartupError(f"Litestream exited with code {exc.code} during "
+                                   f"startup{log.tail()}") from None
+            raise
+        child.started_at = time.monotonic()
+        return child
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def wait(self) -> int:
+        """Wait until it exits (its last log lines included); its exit code."""
+        code = await self._process.wait()
+        await self._drained()
+        return code
+
+    async def flush(self, databases: Sequence[Database], timeout: float) -> bool:
+        """POST /sync with wait: True once every replica holds every committed txid."""
+        ok = True
+        for db in databases:
+            if not db.path.exists():
+                continue  # nothing was ever written, so nothing can be lost
+            try:
+                with anyio.fail_after(timeout + 2):
+                    result = await self._control.sync_durably(db.path, timeout=timeout)
+            except (ControlError, TimeoutError) as exc:
+                ok = False
+                logger.error("litestream %r: final flush of %s failed: %s",
+                             self.name, db.path, exc or "timed out")
+                continue
+            logger.info("litestream %r: flushed %s (replica at txid %d)",
+                        self.name, db.path, result.replicated_txid)
+        return ok
+
+    async def aclose(self, *, grace: float) -> None:
+        """SIGTERM (Litestream syncs once more), SIGKILL only past ``grace`` seconds,
+        then reap. Runs to the end even when cancelled, within one deadline."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _REAP_LIMIT):
+            if grace > 0 and self.returncode is None:
+                self._process.terminate()
+                with anyio.move_on_after(grace):
+                    await self._process.wait()
+                if self.returncode is None:
+                    logger.warning("litestream %r: did not stop within %ss; killing it",
+                                   self.name, grace)
+            if self.returncode is None:
+                self._process.kill()
+            await self._process.wait()
+            await self._drained()
+            await self._process.aclose()
+
+    async def _wait_ready(self, wanted: set[str]) -> None:
+        while True:
+            if self.returncode is not None:
+                await self._drained()
+                raise _Exited(self.returncode)
+            try:
+                info = await self._control.info()
+                if info.get("pid") == self.pid:
+                    listed = {d.get("path") for d in await self._control.databases()}
+                    if wanted <= listed:
+                        self.version = info.get("version")
+                        return
+            except ControlError:
+                pass  # socket not up yet
+            await anyio.sleep(_READY_POLL)
+
+    async def _pump_logs(self) -> None:
+        stdout = self._process.stdout
+        assert stdout is not None
+        pending = b""
+        try:
+            async for chunk in stdout:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._log.line(line, self.pid)
+                if len(pending) > _MAX_LINE:
+                    self._log.line(pending, self.pid)
+                    pending = b""
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            if pending:
+                self._log.line(pending, self.pid)
+            self._pumped.set()
+
+    async def _drained(self) -> None:
+        """Wait (briefly) until the exited child's last lines are logged."""
+        with anyio.move_on_after(1):
+            await self._pumped.wait()
+
+
+class _Exited(Exception):
+    def __init__(self, code: int | None) -> None:
+        self.code = code

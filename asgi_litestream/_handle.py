@@ -1,0 +1,96 @@
+"""What an app holds: ``request.state.litestream`` and ``get_supervisor(name)``.
+
+A read-only view of the replication service, plus the few actions an app may take:
+wait for durability, stop and start Litestream. The service's moving parts stay
+private, so nothing an app does can put it in a state it cannot handle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ._config import Settings
+from ._service import ReplicationService
+from ._status import Role, State
+
+
+class Supervisor:
+    """The running Litestream of one LitestreamLifespan, as the app sees it."""
+
+    __slots__ = ("_service",)
+
+    def __init__(self, service: ReplicationService) -> None:
+        self._service = service
+
+    def __repr__(self) -> str:
+        return (f"Supervisor(name={self.name!r}, state={self.state.value!r}, "
+                f"pid={self.pid!r})")
+
+    @property
+    def name(self) -> str:
+        return self._service.settings.name
+
+    @property
+    def settings(self) -> Settings:
+        """The validated options (frozen; secrets are kept out of its repr)."""
+        return self._service.settings
+
+    @property
+    def running(self) -> bool:
+        """Whether the databases are being replicated, by this worker or the leader."""
+        return self._service.running
+
+    @property
+    def state(self) -> State:
+        return self._service.state
+
+    @property
+    def role(self) -> Role | None:
+        return self._service.role
+
+    @property
+    def pid(self) -> int | None:
+        """This worker's Litestream process (None on a standby or while down)."""
+        return self._service.pid
+
+    @property
+    def restarts(self) -> int:
+        return self._service.restarts
+
+    @property
+    def config_path(self) -> Path:
+        """Litestream's generated config file (no secret in it)."""
+        return self._service.config_path
+
+    @property
+    def sync_rounds(self) -> int:
+        """How many syncs group commit has sent (far fewer than callers under load)."""
+        syncs = self._service.syncs
+        return 0 if syncs is None else syncs.rounds
+
+    def status(self) -> dict[str, Any]:
+        """The status snapshot, as the status route serves it."""
+        return self._service.status()
+
+    async def sync(self, *, timeout: float | None = None,
+                   database: str | os.PathLike[str] | None = None) -> dict[str, int]:
+        """Wait until the replica holds everything committed before this call.
+
+        For every database, or only ``database``. Concurrent callers share syncs
+        (group commit), and a standby worker asks the leader's Litestream. Returns
+        ``{path: replicated_txid}``; raises SyncError when Litestream is down or the
+        replica does not confirm within ``timeout`` (default ``flush_timeout``) —
+        never a false success.
+        """
+        return await self._service.sync(timeout=timeout, database=database)
+
+    async def start(self) -> None:
+        """Start Litestream again after stop(); a no-op when it runs."""
+        await self._service.start()
+
+    async def stop(self) -> bool:
+        """Flush every database to its replica, then stop Litestream (the app keeps
+        serving). Returns whether the flush reached every replica."""
+        return await self._service.stop()
