@@ -57,7 +57,7 @@ class Supervisor:
 
     @property
     def restarts(self) -> int:
-        return self._service.restarts
+        return self._service.keeper.restarts
 
     @property
     def config_path(self) -> Path:

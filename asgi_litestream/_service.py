@@ -29,15 +29,16 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from ._child import LitestreamProcess, replicate_command
+from ._child import replicate_command
 from ._config import Settings
 from ._control import ControlClient, ControlError
+from ._election import Election
 from ._exceptions import StartupError, SyncError
 from ._group_sync import DurableSyncs
 from ._health import HealthPoller, overall_health
+from ._keeper import Keeper
 from ._leader import Leadership
 from ._logs import LitestreamLog
-from ._restart import GiveUp, RestartPolicy
 from ._restore import restore_database
 from ._status import Role, State, uptime
 from ._workdir import CONFIG_NAME, SOCKET_NAME
@@ -63,41 +64,36 @@ class ReplicationService:
         self.log = LitestreamLog(settings.secrets())
         self.health = HealthPoller(settings.databases, name=settings.name,
                                    max_lag=settings.max_lag)
-        self.policy = RestartPolicy(max_restarts=settings.max_restarts,
-                                    restart_window=settings.restart_window,
-                                    max_backoff=settings.max_backoff)
-        self.role: Role | None = None
-        self.state = State.STARTING
-        self.child: LitestreamProcess | None = None
-        self.restarts = 0
-        self.last_exit_code: int | None = None
-        self.last_flush_ok: bool | None = None
-        self.version: str | None = None  # Litestream's, once it has run
-        self.leader: dict[str, Any] = {}  # what the leading worker published
+        self.election = Election(self.leadership, self.control)
         self.syncs: DurableSyncs | None = None
         self._env = settings.child_env(environ)
-        self._command = replicate_command(binary, self.config_path)
-        self._leader_control: ControlClient | None = None
-        self._leader_ok = False
-        self._want_running = True
-        self._restart_delay = 0.0
-        self._closing = False
+        self.keeper = Keeper(settings, command=replicate_command(binary, self.config_path),
+                             env=self._env, control=self.control, log=self.log,
+                             pass_fds=lambda: self.leadership.fds,
+                             leading=lambda: self.role is Role.LEADER, on_change=self._publish)
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
-        self._wake = anyio.Event()
-        self._lock = anyio.Lock()  # one start, stop, restart or takeover at a time
         self._task_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def role(self) -> Role | None:
+        return self.election.role
 
     @property
     def running(self) -> bool:
         """True while the databases are being replicated, by us or by the leader."""
         if self.role is Role.STANDBY:
-            return self._leader_ok
+            return self.election.leader_ok
         return self.state is State.RUNNING
 
     @property
+    def state(self) -> State:
+        return self.keeper.state
+
+    @property
     def pid(self) -> int | None:
-        return None if self.child is None else self.child.pid
+        child = self.keeper.child
+        return None if child is None else child.pid
 
     # -- the service ------------------------------------------------------------
 
@@ -108,7 +104,7 @@ class ReplicationService:
         failure: Exception | None = None
         try:
             async with anyio.create_task_group() as task_group:
-                self._task_group = task_group
+                self._task_group = self.keeper.task_group = task_group
                 self.syncs = DurableSyncs((db.path for db in self.settings.databases),
                                           self._sync_once, task_group)
                 try:
@@ -121,7 +117,7 @@ class ReplicationService:
                     failure = exc
                     task_group.cancel_scope.cancel()
                 else:
-                    task_group.start_soon(self._keep_alive)
+                    task_group.start_soon(self.keeper.keep_alive)
                     task_group.start_soon(self._watch_leader)
                     task_group.start_soon(self._poll_health)
                     task_status.started()
@@ -133,9 +129,7 @@ class ReplicationService:
                         task_group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self.control.aclose()
-                if self._leader_control is not None:
-                    await self._leader_control.aclose()
+                await self.election.aclose()
             self._closed.set()
         if failure is not None:
             raise failure
@@ -165,21 +159,21 @@ class ReplicationService:
         except TimeoutError:
             raise StartupError(
                 f"the worker leading Litestream for {self._paths()} (pid "
-                f"{self.leader.get('pid')}) was not replicating within {limit}s. Fix: "
+                f"{self.election.leader.get('pid')}) was not replicating within {limit}s. Fix: "
                 "check that worker's logs"
             ) from None
 
     async def _hand_over_and_stop(self) -> None:
-        self._closing = True
-        self._wake.set()
+        self.keeper.closing = True
+        self.keeper.wake()
         try:
             self.leadership.leave()
             if self.role is Role.LEADER:
-                if self.child is not None:
-                    self._set_state(State.STOPPING)  # standbys wait for our flush
+                if self.keeper.child is not None:
+                    self.keeper.set_state(State.STOPPING)  # standbys wait for our flush
                     await self.leadership.wait_for_others(
                         min(self.settings.flush_timeout, _MAX_HANDOVER_WAIT))
-                if await self.stop():
+                if await self.keeper.stop():
                     logger.info("litestream %r: final flush complete; every committed "
                                 "row is in the replica", self.settings.name)
                 else:
@@ -191,25 +185,24 @@ class ReplicationService:
                     self.settings.flush_timeout + self.settings.stop_timeout
                     + _MAX_HANDOVER_WAIT)
         finally:
-            async with self._lock:  # no takeover or spawn may be half-way now
+            async with self.keeper.lock:  # no takeover or spawn may be half-way now
                 self.leadership.resign()
 
     # -- leading and following ----------------------------------------------------
 
     async def _lead(self) -> None:
-        self.role = Role.LEADER
-        self.leader = {"pid": os.getpid()}
+        self.election.lead()
         logger.info("litestream %r: this worker (pid %d) leads replication of %s",
                     self.settings.name, os.getpid(), self._paths())
         if self.settings.restore_if_missing:
             await self._restore_missing()
-        if not self._closing:
-            await self.start()
+        if not self.keeper.closing:
+            await self.keeper.start()
 
     async def _restore_missing(self) -> None:
         missing = [db for db in self.settings.databases if not db.path.exists()]
         if missing:
-            self._set_state(State.RESTORING)
+            self.keeper.set_state(State.RESTORING)
         for db in missing:
             logger.info("litestream %r: %s is missing; restoring it from %s",
                         self.settings.name, db.path, db.replica)
@@ -220,34 +213,25 @@ class ReplicationService:
 
     async def _follow(self) -> bool:
         """True once another worker leads and its Litestream answers."""
-        info = self.leadership.leader_info()
-        if not info or info.get("state") != State.RUNNING.value:
+        if not await self.election.find_leader():
             return False
-        self.role, self.state, self.leader = Role.STANDBY, State.STANDBY, info
-        control = self._control()
-        if control is None:
-            return False
-        try:
-            found = await control.info()
-        except ControlError:
-            return False
-        self._leader_ok = found.get("pid") == info.get("litestream_pid")
-        if self._leader_ok:
-            logger.info("litestream %r: standing by; worker %s leads (litestream pid %s)",
-                        self.settings.name, info.get("pid"), info.get("litestream_pid"))
-        return self._leader_ok
+        self.keeper.set_state(State.STANDBY)
+        leader = self.election.leader
+        logger.info("litestream %r: standing by; worker %s leads (litestream pid %s)",
+                    self.settings.name, leader.get("pid"), leader.get("litestream_pid"))
+        return True
 
     async def _watch_leader(self) -> None:
         """A standby takes over as soon as the leader lock is free."""
-        while not self._closing:
+        while not self.keeper.closing:
             await anyio.sleep(_LOCK_POLL)
-            if self.role is not Role.STANDBY or not self._want_running or self._closing:
+            if (self.role is not Role.STANDBY or not self.keeper.want_running
+                    or self.keeper.closing):
                 continue
             if not self.leadership.try_lead():
                 continue
             logger.warning("litestream %r: the leading worker (pid %s) is gone; taking over",
-                           self.settings.name, self.leader.get("pid"))
-            self._leader_ok = False
+                           self.settings.name, self.election.leader.get("pid"))
             try:
                 await self._lead()
             except Exception as exc:
@@ -255,132 +239,17 @@ class ReplicationService:
                 # leave the database unreplicated for good.
                 logger.error("litestream %r: taking over failed: %s; standing by again",
                              self.settings.name, exc)
-                self.role, self.state = Role.STANDBY, State.STANDBY
+                self.election.stand_by()
+                self.keeper.set_state(State.STANDBY)
                 self.leadership.resign()
 
-    def _control(self) -> ControlClient | None:
-        """Our own control socket when leading; the leader's when standing by."""
-        if self.role is not Role.STANDBY:
-            return self.control
-        socket = self.leader.get("socket")
-        if not socket:
-            return None
-        if self._leader_control is None or str(self._leader_control.socket_path) != socket:
-            if self._leader_control is not None and self._task_group is not None:
-                # Its connections are to a socket that is gone; nothing to flush.
-                self._task_group.start_soon(self._leader_control.aclose)
-            self._leader_control = ControlClient(Path(socket))
-        return self._leader_control
-
-    # -- starting, keeping alive, stopping -----------------------------------------
+    # -- what the app may ask ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Start Litestream (again after stop()); a no-op when it runs. On a standby
-        this only allows it to take over when the leader goes. Raises StartupError."""
-        async with self._lock:
-            if self._closing:
-                return
-            self._want_running = True
-            self.policy.reset()
-            if self.child is not None or self.role is not Role.LEADER:
-                return
-            self._set_state(State.STARTING)
-            try:
-                await self._spawn()
-            except BaseException:  # including cancellation: never stay "starting"
-                self._set_state(State.FAILED)
-                raise
-            self._wake.set()
-
-    async def _spawn(self) -> None:
-        assert self._task_group is not None, "serve() sets the task group"
-        self.child = await LitestreamProcess.start(
-            self._command, name=self.settings.name, env=self._env,
-            pass_fds=self.leadership.fds, control=self.control, log=self.log,
-            databases=self.settings.databases, task_group=self._task_group,
-            timeout=self.settings.startup_timeout,
-        )
-        self.version = self.child.version
-        self._set_state(State.RUNNING)
-        logger.info("litestream %r: running (pid %d, %s)", self.settings.name, self.child.pid,
-                    self._paths())
-
-    async def _keep_alive(self) -> None:
-        while not self._closing:
-            child = self.child
-            if child is None:
-                if self.state is State.RESTARTING:
-                    await self._restart_after_backoff()
-                else:
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
-                continue
-            code = await child.wait()
-            if self.child is not child:
-                continue  # stop() took it down on purpose and reaps it
-            await child.aclose(grace=0)
-            self.child = None
-            if self._want_running and not self._closing:
-                self._on_exit(code, ran_for=time.monotonic() - child.started_at)
-
-    def _on_exit(self, code: int | None, *, ran_for: float | None) -> None:
-        self.last_exit_code = code
-        decision = self.policy.on_exit(at=time.monotonic(), ran_for=ran_for)
-        if isinstance(decision, GiveUp):
-            self._want_running = False
-            self._set_state(State.FAILED)
-            logger.error(
-                "litestream %r: exited %d times within %ss (last code %s); staying down. "
-                "Replication is OFF. Fix the cause%s, then call start_litestream(%r)",
-                self.settings.name, decision.exits, self.settings.restart_window, code,
-                self.log.tail(), self.settings.name,
-            )
-            return
-        self._restart_delay = decision.delay
-        self._set_state(State.RESTARTING)
-        logger.warning("litestream %r: exited unexpectedly with code %s%s; restarting",
-                       self.settings.name, code, self.log.tail())
-
-    async def _restart_after_backoff(self) -> None:
-        if self._restart_delay:
-            self._wake = anyio.Event()
-            with anyio.move_on_after(self._restart_delay):
-                await self._wake.wait()  # stop() or shutdown cuts the wait short
-        async with self._lock:
-            if self.child is not None or self.state is not State.RESTARTING:
-                return
-            self.restarts += 1
-            try:
-                await self._spawn()
-            except StartupError as exc:
-                logger.warning("litestream %r: restart failed: %s", self.settings.name, exc)
-                self._on_exit(self.last_exit_code, ran_for=None)
+        await self.keeper.start()
 
     async def stop(self) -> bool:
-        """Flush every database to its replica, then stop Litestream; the service
-        stays up and start() brings it back. Whether the flush reached every replica."""
-        async with self._lock:
-            self._want_running = False
-            self._wake.set()
-            child = self.child
-            if child is None:
-                if self.role is not Role.LEADER or self.state is State.STOPPED:
-                    return True  # a standby has nothing to flush; a stopped one did
-                # Crashed and not yet back (or given up): nothing could flush.
-                logger.error("litestream %r: not running (%s), so nothing was flushed",
-                             self.settings.name, self.state.value)
-                self.last_flush_ok = False
-                self._set_state(State.FAILED if self.state is State.FAILED else State.STOPPED)
-                return False
-            self._set_state(State.STOPPING)
-            with anyio.CancelScope(shield=True):  # a cancelled stop still flushes and reaps
-                flushed = await child.flush(self.settings.databases,
-                                            self.settings.flush_timeout)
-                await child.aclose(grace=self.settings.stop_timeout)
-            self.child = None
-            self.last_flush_ok = flushed
-            self._set_state(State.STOPPED)
-            return flushed
+        return await self.keeper.stop()
 
     # -- durable waits --------------------------------------------------------------
 
@@ -396,11 +265,12 @@ class ReplicationService:
         """One round of group commit for one database: POST /sync with wait."""
         with anyio.move_on_after(self.settings.flush_timeout) as scope:
             while not self.running:  # a restart takes milliseconds: wait it out
-                if self._closing or self.state is State.FAILED or not self._want_running:
+                if (self.keeper.closing or self.state is State.FAILED
+                        or not self.keeper.want_running):
                     raise SyncError(f"Litestream {self.settings.name!r} is "
                                     f"{self.state.value}: nothing replicates {path}")
                 await anyio.sleep(0.01)
-            control = self._control()
+            control = self.election.control()
             if control is None:
                 raise SyncError("no control socket known for the leading worker")
             if not path.exists():
@@ -419,7 +289,7 @@ class ReplicationService:
     async def _poll_health(self) -> None:
         # The first poll runs at once, beside the app's own startup rather than
         # before it: positions appear within milliseconds of readiness.
-        while not self._closing:
+        while not self.keeper.closing:
             await self.refresh_health()
             if self.role is Role.LEADER and self.running:
                 self.health.log_changes(time.monotonic())  # standbys would repeat it
@@ -428,57 +298,56 @@ class ReplicationService:
     async def refresh_health(self) -> None:
         """Ask Litestream (ours, or the leader's) for every database's positions."""
         if self.role is Role.STANDBY:
-            self.leader = self.leadership.leader_info() or self.leader
-            if self.leader.get("state") != State.RUNNING.value:
-                self._leader_ok = False
+            if not self.election.leader_running():
                 return
         elif not self.running:
             return
-        control = self._control()
+        control = self.election.control()
         if control is not None:
-            self._leader_ok = await self.health.poll(control)
+            self.election.leader_ok = await self.health.poll(control)
 
     def status_key(self) -> tuple[object, ...]:
         """Changes whenever status() would: state, positions, errors, and every
         100 ms (uptime), so the status route can reuse its rendered body."""
-        return (self.state, self.pid, self.restarts, self.role, self._leader_ok,
+        return (self.state, self.pid, self.keeper.restarts, self.role, self.election.leader_ok,
                 self.health.changes, self.log.changes, int(time.monotonic() * 10))
 
     def status(self) -> dict[str, Any]:
         """The status snapshot (the status route's JSON): only values held in memory."""
         databases = self.health.snapshot(time.monotonic(), self.log.errors_of)
+        keeper = self.keeper
         standby = self.role is Role.STANDBY
-        leader = self.leader if standby else {}
+        leader = self.election.leader if standby else {}
         return {
             "name": self.settings.name,
             "status": "running" if self.running else "down",
             "state": self.state.value,
             "role": self.role.value if self.role else None,
-            "leader_pid": self.leader.get("pid"),
+            "leader_pid": self.election.leader.get("pid"),
             "worker_pid": os.getpid(),
             "healthy": overall_health([d["healthy"] for d in databases])
                        if self.running else False,
             "pid": leader.get("litestream_pid") if standby else self.pid,
-            "uptime_s": uptime(self.child.started_at)
-                        if self.running and self.child is not None else None,
-            "restarts": leader.get("restarts", 0) if standby else self.restarts,
-            "last_exit_code": leader.get("last_exit_code") if standby else self.last_exit_code,
+            "uptime_s": uptime(keeper.child.started_at)
+                        if self.running and keeper.child is not None else None,
+            "restarts": leader.get("restarts", 0) if standby else keeper.restarts,
+            "last_exit_code": leader.get("last_exit_code") if standby else keeper.last_exit_code,
             "last_errors": list(self.log.last_errors),
-            "last_flush_ok": self.last_flush_ok,
-            "version": leader.get("version") if standby else self.version,
+            "last_flush_ok": keeper.last_flush_ok,
+            "version": leader.get("version") if standby else keeper.version,
             "databases": databases,
         }
 
     # -- small things -------------------------------------------------------------------
 
-    def _set_state(self, state: State) -> None:
-        """The one way state changes: the leader also tells the standbys."""
-        self.state = state
+    def _publish(self) -> None:
+        """On every state change (Keeper.set_state): the leader tells the standbys."""
         if self.role is Role.LEADER and self.leadership.leading:
+            keeper = self.keeper
             self.leadership.publish(
-                state=state.value, socket=str(self.control.socket_path),
-                litestream_pid=self.pid, restarts=self.restarts, version=self.version,
-                last_exit_code=self.last_exit_code, name=self.settings.name,
+                state=keeper.state.value, socket=str(self.control.socket_path),
+                litestream_pid=self.pid, restarts=keeper.restarts, version=keeper.version,
+                last_exit_code=keeper.last_exit_code, name=self.settings.name,
             )
 
     def _paths(self) -> str:

@@ -1,0 +1,174 @@
+"""The keeper: keeps this worker's Litestream running while it leads.
+
+Start it, restart it when it dies (the restart policy decides when, or whether),
+stop it on request with a flush first. The process itself is _child.py; the policy
+is _restart.py; this file is what joins them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import anyio
+import anyio.abc
+
+from ._child import LitestreamProcess
+from ._config import Settings
+from ._control import ControlClient
+from ._exceptions import StartupError
+from ._logs import LitestreamLog
+from ._restart import GiveUp, RestartPolicy
+from ._status import State
+
+logger = logging.getLogger("asgi_litestream")
+
+
+class Keeper:
+    """Owns the Litestream child of one worker and the state it is in."""
+
+    def __init__(self, settings: Settings, *, command: Sequence[str], env: Mapping[str, str],
+                 control: ControlClient, log: LitestreamLog,
+                 pass_fds: Callable[[], list[int]], leading: Callable[[], bool],
+                 on_change: Callable[[], None]) -> None:
+        self.settings = settings
+        self.state = State.STARTING
+        self.child: LitestreamProcess | None = None
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self.last_flush_ok: bool | None = None
+        self.version: str | None = None  # Litestream's, once it has run
+        self.want_running = True
+        self.closing = False
+        self.lock = anyio.Lock()  # one start, stop, restart or takeover at a time
+        self._command = command
+        self._env = env
+        self._control = control
+        self._log = log
+        self._pass_fds = pass_fds
+        self._leading = leading
+        self._on_change = on_change
+        self._policy = RestartPolicy(max_restarts=settings.max_restarts,
+                                     restart_window=settings.restart_window,
+                                     max_backoff=settings.max_backoff)
+        self._restart_delay = 0.0
+        self._wake = anyio.Event()
+        self.task_group: anyio.abc.TaskGroup | None = None  # the service's, for log pumps
+
+    def set_state(self, state: State) -> None:
+        """The one way the state changes; the service publishes it to the standbys."""
+        self.state = state
+        self._on_change()
+
+    def wake(self) -> None:
+        """Cut a wait short: stop() or shutdown during a backoff."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start Litestream (again after stop()); a no-op when it runs. Not leading,
+        this only allows a later takeover. Raises StartupError."""
+        async with self.lock:
+            if self.closing:
+                return
+            self.want_running = True
+            self._policy.reset()
+            if self.child is not None or not self._leading():
+                return
+            self.set_state(State.STARTING)
+            try:
+                await self._spawn()
+            except BaseException:  # including cancellation: never stay "starting"
+                self.set_state(State.FAILED)
+                raise
+            self._wake.set()
+
+    async def keep_alive(self) -> None:
+        """The service's task: restart Litestream whenever it exits unasked."""
+        while not self.closing:
+            child = self.child
+            if child is None:
+                if self.state is State.RESTARTING:
+                    await self._restart_after_backoff()
+                else:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                continue
+            code = await child.wait()
+            if self.child is not child:
+                continue  # stop() took it down on purpose and reaps it
+            await child.aclose(grace=0)
+            self.child = None
+            if self.want_running and not self.closing:
+                self._on_exit(code, ran_for=time.monotonic() - child.started_at)
+
+    async def stop(self) -> bool:
+        """Flush every database to its replica, then stop Litestream; start() brings
+        it back. Returns whether the flush reached every replica."""
+        async with self.lock:
+            self.want_running = False
+            self._wake.set()
+            child = self.child
+            if child is None:
+                if not self._leading() or self.state is State.STOPPED:
+                    return True  # a standby has nothing to flush; a stopped one did
+                # Crashed and not yet back (or given up): nothing could flush.
+                logger.error("litestream %r: not running (%s), so nothing was flushed",
+                             self.settings.name, self.state.value)
+                self.last_flush_ok = False
+                self.set_state(State.FAILED if self.state is State.FAILED else State.STOPPED)
+                return False
+            self.set_state(State.STOPPING)
+            with anyio.CancelScope(shield=True):  # a cancelled stop still flushes and reaps
+                flushed = await child.flush(self.settings.databases,
+                                            self.settings.flush_timeout)
+                await child.aclose(grace=self.settings.stop_timeout)
+            self.child = None
+            self.last_flush_ok = flushed
+            self.set_state(State.STOPPED)
+            return flushed
+
+    async def _spawn(self) -> None:
+        assert self.task_group is not None, "the service sets the task group"
+        self.child = await LitestreamProcess.start(
+            self._command, name=self.settings.name, env=self._env, pass_fds=self._pass_fds(),
+            control=self._control, log=self._log, databases=self.settings.databases,
+            task_group=self.task_group, timeout=self.settings.startup_timeout,
+        )
+        self.version = self.child.version
+        self.set_state(State.RUNNING)
+        logger.info("litestream %r: running (pid %d, %s)", self.settings.name, self.child.pid,
+                    ", ".join(str(db.path) for db in self.settings.databases))
+
+    def _on_exit(self, code: int | None, *, ran_for: float | None) -> None:
+        self.last_exit_code = code
+        decision = self._policy.on_exit(at=time.monotonic(), ran_for=ran_for)
+        if isinstance(decision, GiveUp):
+            self.want_running = False
+            self.set_state(State.FAILED)
+            logger.error(
+                "litestream %r: exited %d times within %ss (last code %s); staying down. "
+                "Replication is OFF. Fix the cause%s, then call start_litestream(%r)",
+                self.settings.name, decision.exits, self.settings.restart_window, code,
+                self._log.tail(), self.settings.name,
+            )
+            return
+        self._restart_delay = decision.delay
+        self.set_state(State.RESTARTING)
+        logger.warning("litestream %r: exited unexpectedly with code %s%s; restarting",
+                       self.settings.name, code, self._log.tail())
+
+    async def _restart_after_backoff(self) -> None:
+        if self._restart_delay:
+            self._wake = anyio.Event()
+            with anyio.move_on_after(self._restart_delay):
+                await self._wake.wait()  # stop() or shutdown cuts the wait short
+        async with self.lock:
+            if self.child is not None or self.state is not State.RESTARTING:
+                return
+            self.restarts += 1
+            try:
+                await self._spawn()
+            except StartupError as exc:
+                logger.warning("litestream %r: restart failed: %s", self.settings.name, exc)
+                self._on_exit(self.last_exit_code, ran_for=None)
