@@ -46,16 +46,16 @@ DEFAULT_DOWNLOAD_URL = "https://github.com/benbjohnson/litestream/releases/downl
 # The darwin values are not verified here (no darwin machine, no network); they are the ones
 # that several independent public install scripts pin for the same assets.
 _PINS: dict[tuple[str, str, str], str] = {
-    ("0.5.17", "linux", "x86_64"): (
+    (DEFAULT_VERSION, "linux", "x86_64"): (
         "cfb371176d164437ae869f8351cfde49bd1804ae71c61923f75c9cba9c9c006d"
     ),
-    ("0.5.17", "linux", "arm64"): (
+    (DEFAULT_VERSION, "linux", "arm64"): (
         "f8ca4a050095c1efbda2c4365172e61bf9d955ea0d9ac42f448b52e51819baa5"
     ),
-    ("0.5.17", "darwin", "x86_64"): (
+    (DEFAULT_VERSION, "darwin", "x86_64"): (
         "891875af09db152e93a4b31a8a79f538ce7ce702c132803cfe0a831e7cb1b7db"
     ),
-    ("0.5.17", "darwin", "arm64"): (
+    (DEFAULT_VERSION, "darwin", "arm64"): (
         "e211f68ff7658d19f193f2914417afdf8f89a053ff8f263e5d6b3b1d3bbc7b08"
     ),
 }

@@ -26,6 +26,7 @@ from ._binary import DEFAULT_VERSION, download_litestream, find_litestream
 from ._config import Settings
 from ._exceptions import LitestreamError, RestoreError
 from ._logs import scrub
+from ._options import OPTIONS
 from ._restore import restore_database
 from ._workdir import private_workdir, write_config
 
@@ -274,31 +275,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option that declares one (_options.py). Credentials are
+    deliberately not flags: a command line is visible to every user."""
     group = parser.add_argument_group("settings (default: the ASGI_LITESTREAM_* variables)")
-    group.add_argument("--database", action="append", metavar="PATH",
-                       help="SQLite file or sqlite:/// URL; repeat for several")
-    group.add_argument("--replica-url", metavar="URL", help="s3://bucket/app, file:///abs, ...")
-    group.add_argument("--sync-interval", type=float, metavar="SECONDS")
-    group.add_argument("--stop-timeout", type=float, metavar="SECONDS")
-    group.add_argument("--log-level", metavar="LEVEL", help="debug, info, warn or error")
-    group.add_argument("--bin-path", metavar="PATH", help="the litestream executable")
-    group.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
-                       help="allow downloading the binary when none is installed")
-    group.add_argument("--download-url", metavar="URL", help="base URL of a release mirror")
+    for option in OPTIONS:
+        if option.flag is None:
+            continue
+        flag = "--" + option.name.replace("_", "-")
+        if option.kind == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=option.flag)
+        elif option.kind == "database":
+            group.add_argument(flag, action="append", metavar="PATH", help=option.flag)
+        else:
+            group.add_argument(flag, metavar=_METAVARS[option.kind], help=option.flag,
+                               type=float if option.kind == "seconds" else str)
+
+
+_METAVARS = {"seconds": "SECONDS", "path": "PATH", "replica_url": "URL", "text": "URL",
+             "str": "VALUE"}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    # Credentials are deliberately not flags: a command line is visible to every user.
-    return Settings.from_options(
-        database=args.database,
-        replica_url=args.replica_url,
-        sync_interval=args.sync_interval,
-        stop_timeout=args.stop_timeout,
-        log_level=args.log_level,
-        bin_path=args.bin_path,
-        download=args.download,
-        download_url=args.download_url,
-    )
+    return Settings.from_options(**{option.name: getattr(args, option.name)
+                                    for option in OPTIONS if option.flag is not None})
 
 
 # -- logging -------------------------------------------------------------------

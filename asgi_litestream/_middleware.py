@@ -22,8 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _registry
 from ._binary import find_litestream
-from ._config import DEFAULT, Settings, resolve_status_path
+from ._config import Settings, resolve_status_path
 from ._handle import Supervisor
+from ._options import DEFAULT, OPTION_NAMES
 from ._service import ReplicationService
 from ._workdir import Workdir, private_workdir, write_config
 
@@ -46,11 +47,11 @@ class LitestreamLifespan:
         secret_access_key: str | None = None,
         name: str | None = None,
         bin_path: str | os.PathLike[str] | None = None,
-        status_path: str | None = DEFAULT,
         download: bool | None = None,
         download_url: str | None = None,
         litestream_version: str | None = None,
         litestream_sha256: str | None = None,
+        status_path: str | None = DEFAULT,
         sync_interval: float | None = None,
         startup_timeout: float | None = None,
         flush_timeout: float | None = None,
@@ -69,21 +70,10 @@ class LitestreamLifespan:
         # the lifespan call, where an exception would read as "lifespan unsupported"
         # and the app would serve with no backup. Validation happens at startup and
         # is reported as lifespan.startup.failed.
+        given = locals()
         self.app = app
-        self._options: dict[str, Any] = {
-            "database": database, "replica_url": replica_url,
-            "access_key_id": access_key_id, "secret_access_key": secret_access_key,
-            "name": name, "bin_path": bin_path, "status_path": status_path,
-            "download": download, "download_url": download_url,
-            "litestream_version": litestream_version, "litestream_sha256": litestream_sha256,
-            "sync_interval": sync_interval, "startup_timeout": startup_timeout,
-            "flush_timeout": flush_timeout, "stop_timeout": stop_timeout,
-            "max_restarts": max_restarts, "restart_window": restart_window,
-            "max_backoff": max_backoff, "log_level": log_level,
-            "health_interval": health_interval, "max_lag": max_lag,
-            "strict_status": strict_status, "restore_if_missing": restore_if_missing,
-            "restore_timeout": restore_timeout,
-        }
+        # Declared once in _options.py; a test checks this signature against it.
+        self._options: dict[str, Any] = {name: given[name] for name in OPTION_NAMES}
         # Known before startup, so that the route answers (503) even before it.
         self.status_path = resolve_status_path(status_path, os.environ)
         self._service: ReplicationService | None = None

@@ -2,17 +2,20 @@
 
 It reads top to bottom, as an anyio service (``await task_group.start(service.serve)``)::
 
-    serve()  join the database's workers, then lead or follow (_leader.py):
-               lead:   restore missing databases, start Litestream (_child.py), ready
+    serve()  join the database's workers (_leader.py), then lead or follow
+             (_election.py):
+               lead:   restore missing databases (_restore.py), start Litestream
+                       (_keeper.py, which spawns _child.py) and wait until it is ready
                follow: find the leading worker's Litestream ready
              ── started ──  the app runs; meanwhile, in the service's own task group:
-               _keep_alive()    restart Litestream when it dies (_restart.py decides)
-               _watch_leader()  a standby takes over as soon as the leader is gone
-               _poll_health()   refresh replication positions (_health.py)
+               keeper.keep_alive()  restart Litestream when it dies (_restart.py decides)
+               _watch_leader()      a standby takes over as soon as the leader is gone
+               _poll_health()       refresh replication positions (_health.py)
              ── close() ──  hand over: wait for the other workers to stop writing,
                flush every database, stop Litestream, release the locks
 
-Every state change goes through _set_state(), which also tells the other workers.
+Every state change goes through Keeper.set_state(), which calls _publish() to tell
+the other workers.
 """
 
 from __future__ import annotations
@@ -73,7 +76,6 @@ class ReplicationService:
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish)
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
-        self._task_group: anyio.abc.TaskGroup | None = None
 
     @property
     def role(self) -> Role | None:
@@ -104,7 +106,7 @@ class ReplicationService:
         failure: Exception | None = None
         try:
             async with anyio.create_task_group() as task_group:
-                self._task_group = self.keeper.task_group = task_group
+                self.keeper.task_group = task_group
                 self.syncs = DurableSyncs((db.path for db in self.settings.databases),
                                           self._sync_once, task_group)
                 try:
