@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 
 from . import __version__
-from ._binary import DEFAULT_VERSION, download_litestream, find_litestream
+from ._binary import find_litestream
 from ._config import Settings
+from ._download import DEFAULT_VERSION, download_litestream
 from ._exceptions import LitestreamError, RestoreError
 from ._logs import scrub
 from ._options import OPTIONS

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._binary import DEFAULT_VERSION
+from ._download import DEFAULT_VERSION
 from ._exceptions import ConfigError
 
 ENV_PREFIX = "ASGI_LITESTREAM_"

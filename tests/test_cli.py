@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from asgi_litestream._binary import _platform_asset
+from asgi_litestream._release import platform_asset
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = "0.0.0-cli-test"
@@ -390,7 +390,7 @@ class Mirror:
 @pytest.fixture(scope="module")
 def mirror_files(tmp_path_factory: pytest.TempPathFactory, litestream_bin: Path) -> Mirror:
     """The real binary packed like a release asset for this platform, in a mirror layout."""
-    os_name, arch = _platform_asset()
+    os_name, arch = platform_asset()
     root = tmp_path_factory.mktemp("mirror")
     archive = root / f"v{VERSION}" / f"litestream-{VERSION}-{os_name}-{arch}.tar.gz"
     archive.parent.mkdir()
