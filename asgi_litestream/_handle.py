@@ -13,7 +13,7 @@ from typing import Any
 
 from ._config import Settings
 from ._service import ReplicationService
-from ._status import Role, State
+from ._status import Role, State, snapshot
 
 
 class Supervisor:
@@ -72,7 +72,7 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         """The status snapshot, as the status route serves it."""
-        return self._service.status()
+        return snapshot(self._service)
 
     async def sync(self, *, timeout: float | None = None,
                    database: str | os.PathLike[str] | None = None) -> dict[str, int]:

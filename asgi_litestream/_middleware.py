@@ -26,6 +26,7 @@ from ._config import Settings, resolve_status_path
 from ._handle import Supervisor
 from ._options import DEFAULT, OPTION_NAMES
 from ._service import ReplicationService
+from ._status import snapshot, snapshot_key
 from ._workdir import Workdir, private_workdir, write_config
 
 logger = logging.getLogger("asgi_litestream")
@@ -117,11 +118,11 @@ class LitestreamLifespan:
         service = self._service
         if service is None:
             return _NOT_STARTED, False, False
-        key = service.status_key()
+        key = snapshot_key(service)
         if key != self._status_key:
-            snapshot = service.status()
-            self._status_cache = (json.dumps(snapshot, separators=(",", ":")).encode(),
-                                  snapshot["status"] == "running", bool(snapshot["healthy"]))
+            status = snapshot(service)
+            self._status_cache = (json.dumps(status, separators=(",", ":")).encode(),
+                                  status["status"] == "running", status["healthy"] is True)
             self._status_key = key
         return self._status_cache
 

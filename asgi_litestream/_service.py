@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -38,12 +37,12 @@ from ._control import ControlClient, ControlError
 from ._election import Election
 from ._exceptions import StartupError, SyncError
 from ._group_sync import DurableSyncs
-from ._health import HealthPoller, overall_health
+from ._health import HealthPoller
 from ._keeper import Keeper
 from ._leader import Leadership
 from ._logs import LitestreamLog
 from ._restore import restore_database
-from ._status import Role, State, uptime
+from ._status import Role, State
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
 logger = logging.getLogger("asgi_litestream")
@@ -307,38 +306,6 @@ class ReplicationService:
         control = self.election.control()
         if control is not None:
             self.election.leader_ok = await self.health.poll(control)
-
-    def status_key(self) -> tuple[object, ...]:
-        """Changes whenever status() would: state, positions, errors, and every
-        100 ms (uptime), so the status route can reuse its rendered body."""
-        return (self.state, self.pid, self.keeper.restarts, self.role, self.election.leader_ok,
-                self.health.changes, self.log.changes, int(time.monotonic() * 10))
-
-    def status(self) -> dict[str, Any]:
-        """The status snapshot (the status route's JSON): only values held in memory."""
-        databases = self.health.snapshot(time.monotonic(), self.log.errors_of)
-        keeper = self.keeper
-        standby = self.role is Role.STANDBY
-        leader = self.election.leader if standby else {}
-        return {
-            "name": self.settings.name,
-            "status": "running" if self.running else "down",
-            "state": self.state.value,
-            "role": self.role.value if self.role else None,
-            "leader_pid": self.election.leader.get("pid"),
-            "worker_pid": os.getpid(),
-            "healthy": overall_health([d["healthy"] for d in databases])
-                       if self.running else False,
-            "pid": leader.get("litestream_pid") if standby else self.pid,
-            "uptime_s": uptime(keeper.child.started_at)
-                        if self.running and keeper.child is not None else None,
-            "restarts": leader.get("restarts", 0) if standby else keeper.restarts,
-            "last_exit_code": leader.get("last_exit_code") if standby else keeper.last_exit_code,
-            "last_errors": list(self.log.last_errors),
-            "last_flush_ok": keeper.last_flush_ok,
-            "version": leader.get("version") if standby else keeper.version,
-            "databases": databases,
-        }
 
     # -- small things -------------------------------------------------------------------
 

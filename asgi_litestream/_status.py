@@ -1,9 +1,20 @@
-"""What the status route says: built from memory, never by asking a subprocess."""
+"""The status snapshot: what the status route serves, built from memory only.
+
+Vocabulary: the *status route* (``/_litestream/status``) serves the *status snapshot*
+(:func:`snapshot`); each database's part of it is its *health* (_health.py).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from ._health import overall_health
+
+if TYPE_CHECKING:
+    from ._service import ReplicationService
 
 
 class Role(str, Enum):
@@ -14,7 +25,7 @@ class Role(str, Enum):
 
 
 class State(str, Enum):
-    """Where the supervisor is in its life."""
+    """Where the service is in its life."""
 
     STARTING = "starting"
     RESTORING = "restoring"  # restoring a missing database from its replica
@@ -26,5 +37,35 @@ class State(str, Enum):
     FAILED = "failed"  # too many restarts in the window: stays down until started again
 
 
-def uptime(started_at: float | None) -> float | None:
-    return None if started_at is None else round(time.monotonic() - started_at, 3)
+def snapshot_key(service: ReplicationService) -> tuple[object, ...]:
+    """Changes whenever snapshot() would: state, positions, errors, and every 100 ms
+    (uptime), so the status route can reuse its rendered body."""
+    return (service.state, service.pid, service.keeper.restarts, service.role,
+            service.election.leader_ok, service.health.changes, service.log.changes,
+            int(time.monotonic() * 10))
+
+
+def snapshot(service: ReplicationService) -> dict[str, Any]:
+    """The status snapshot (the status route's JSON)."""
+    databases = service.health.snapshot(time.monotonic(), service.log.errors_of)
+    keeper, running = service.keeper, service.running
+    standby = service.role is Role.STANDBY
+    leader = service.election.leader if standby else {}
+    return {
+        "name": service.settings.name,
+        "status": "running" if running else "down",
+        "state": service.state.value,
+        "role": service.role.value if service.role else None,
+        "leader_pid": service.election.leader.get("pid"),
+        "worker_pid": os.getpid(),
+        "healthy": overall_health([d["healthy"] for d in databases]) if running else False,
+        "pid": leader.get("litestream_pid") if standby else service.pid,
+        "uptime_s": round(time.monotonic() - keeper.child.started_at, 3)
+                    if running and keeper.child is not None else None,
+        "restarts": leader.get("restarts", 0) if standby else keeper.restarts,
+        "last_exit_code": leader.get("last_exit_code") if standby else keeper.last_exit_code,
+        "last_errors": list(service.log.last_errors),
+        "last_flush_ok": keeper.last_flush_ok,
+        "version": leader.get("version") if standby else keeper.version,
+        "databases": databases,
+    }
