@@ -26,6 +26,7 @@ from ._config import Settings, resolve_status_path
 from ._handle import Supervisor
 from ._options import DEFAULT, OPTION_NAMES
 from ._service import ReplicationService
+from ._sqlite import check_database_file
 from ._status import snapshot, snapshot_key
 from ._workdir import Workdir, private_workdir, write_config
 
@@ -137,6 +138,8 @@ class LitestreamLifespan:
         workdir: Workdir | None = None
         try:
             settings = Settings.from_options(**self._options)
+            for db in settings.databases:
+                await anyio.to_thread.run_sync(check_database_file, db.path)
             binary = await anyio.to_thread.run_sync(lambda: find_litestream(
                 settings.bin_path, download=settings.download,
                 download_url=settings.download_url, version=settings.litestream_version,

@@ -1,0 +1,42 @@
+"""What we check about the database file itself before Litestream touches it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ._exceptions import ConfigError
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def check_database_file(path: Path) -> None:
+    """Refuse an existing file that is not a SQLite database, or one SQLite cannot
+    read: Litestream would fail on it, or replicate garbage over a good backup. A
+    missing or empty file is fine (SQLite creates it)."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError("database", str(path), f"cannot be read ({exc.strerror})",
+                          "give the app's user read and write access to it") from None
+    if not header:
+        return
+    if header != _HEADER:
+        raise ConfigError(
+            "database", str(path), f"is not a SQLite database (it starts with {header[:8]!r})",
+            "point database= at the SQLite file, or move this file away so that it is "
+            "restored from the replica or created afresh",
+        )
+    try:
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5) as conn:
+            conn.execute("PRAGMA schema_version").fetchone()
+        conn.close()
+    except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return  # another worker is writing to it: a database all right
+        raise ConfigError("database", str(path), f"cannot be opened by SQLite ({exc})",
+                          "repair it (sqlite3 .recover) or move it away so that it is "
+                          "restored from the replica") from None
