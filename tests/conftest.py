@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import S3, litestream_children
+from tests import s3rver as s3rver_server
+from tests.helpers import S3, free_port, litestream_children
 from tests.proxy import Proxy
 
 
@@ -41,16 +41,11 @@ def _no_litestream_left_behind() -> Iterator[None]:
     assert litestream_children() == [], "a Litestream child outlived its test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 HTTP server (moto) on loopback, started for this test session."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -72,19 +67,54 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
-@pytest.fixture
-def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
-    """A fresh bucket on the moto server, with credentials only this test knows."""
-    bucket = "bk-" + uuid.uuid4().hex[:12]
-    store = S3(endpoint=moto_endpoint, bucket=bucket,
-               access_key_id="AKIA" + uuid.uuid4().hex[:16].upper(),
-               secret_access_key="sEcReT-" + uuid.uuid4().hex)
+@pytest.fixture(scope="session")
+def s3rver_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second S3 implementation, s3rver (Node.js), on loopback; skipped without Node."""
+    reason = s3rver_server.why_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("s3rver")
+    port = free_port()
+    server = s3rver_server.start(folder / "data", port, folder / "s3rver.log")
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(endpoint + "/", timeout=1)  # any answer (403: unsigned) means up
+            break
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"s3rver did not start: see {folder / 's3rver.log'}")
+            time.sleep(0.1)
+    yield endpoint
+    server.terminate()
+    server.wait(10)
+
+
+def _fresh_bucket(endpoint: str, access_key_id: str, secret_access_key: str,
+                  monkeypatch: pytest.MonkeyPatch) -> S3:
+    store = S3(endpoint=endpoint, bucket="bk-" + uuid.uuid4().hex[:12],
+               access_key_id=access_key_id, secret_access_key=secret_access_key)
     store.create_bucket()
     # Litestream must get credentials from our options, not from the environment.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LITESTREAM_ACCESS_KEY_ID",
                  "LITESTREAM_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
     return store
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """A fresh bucket on the moto server, with credentials only this test knows."""
+    return _fresh_bucket(moto_endpoint, "AKIA" + uuid.uuid4().hex[:16].upper(),
+                         "sEcReT-" + uuid.uuid4().hex, monkeypatch)
+
+
+@pytest.fixture
+def s3rver(s3rver_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """A fresh bucket on s3rver (whose one account is S3RVER / S3RVER)."""
+    return _fresh_bucket(s3rver_endpoint, s3rver_server.ACCESS_KEY_ID,
+                         s3rver_server.SECRET_ACCESS_KEY, monkeypatch)
 
 
 @pytest.fixture(autouse=True)

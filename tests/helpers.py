@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,6 +48,13 @@ class S3:
         env.update(LITESTREAM_ACCESS_KEY_ID=self.access_key_id,
                    LITESTREAM_SECRET_ACCESS_KEY=self.secret_access_key)
         return env
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def litestream_children() -> list[int]:
@@ -216,6 +225,35 @@ def is_litestream(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z" and any(arg.endswith(b"/litestream") for arg in argv[:1])
+
+
+def is_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def survivors(pids: list[int], within: float = 5.0) -> list[str]:
+    """Of ``pids``, the command lines of those still alive after ``within`` seconds.
+    (Some leave a moment after their parent: multiprocessing's resource tracker exits
+    when the server's master closes its pipe.)"""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [pid for pid in pids if is_alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    found = []
+    for pid in alive:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        found.append(f"{pid}: " + " ".join(a.decode(errors="replace") for a in argv if a))
+    return found
 
 
 def litestreams_replicating(database: Path) -> list[int]:

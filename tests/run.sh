@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: a virtualenv, pinned installs, lint, types,
-# then pytest (which starts its own S3 server, moto, on a free loopback port).
+# then pytest (which starts its own S3 servers, moto and s3rver, on free loopback ports).
 # PYTHON=python3.10 VENV=.venv-py310 bash tests/run.sh runs it on another Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,17 @@ if [ ! -x "$venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet -e ".[test,dev]"
+# s3rver, a second S3 implementation (Node.js); its tests are skipped without node.
+s3rver_version=3.7.1
+if command -v npm >/dev/null && command -v node >/dev/null; then
+    installed=$(node -p "require('./tests/.s3rver/node_modules/s3rver/package.json').version" \
+        2>/dev/null || true)
+    if [ "$installed" != "$s3rver_version" ]; then
+        npm install --prefix tests/.s3rver --save-exact --no-audit --no-fund --silent \
+            "s3rver@$s3rver_version" \
+            || echo "s3rver could not be installed: its tests will be skipped" >&2
+    fi
+fi
 "$venv/bin/python" -m ruff check asgi_litestream tests examples
 "$venv/bin/python" -m mypy
 set +e

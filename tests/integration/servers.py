@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,10 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -52,23 +48,42 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(kind: str, tmp_path: Path, env: dict[str, str], *, workers: int = 1,
-                 wait: bool = True) -> Server:
-    port = free_port()
-    app = "tests.integration.notes_server:app"
+NOTES_APP = "tests.integration.notes_server:app"
+
+
+def server_command(kind: str, app: str, port: int, workers: int) -> list[str]:
+    """The command a user would type, with a 20 s graceful-shutdown allowance."""
     if kind == "uvicorn":
-        command = [sys.executable, "-m", "uvicorn", app, "--port", str(port),
-                   "--workers", str(workers), "--timeout-graceful-shutdown", "20"]
-    elif kind == "hypercorn":
-        command = [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}",
-                   "--workers", str(workers), "--graceful-timeout", "20"]
-    else:
-        raise ValueError(kind)
+        return [sys.executable, "-m", "uvicorn", app, "--port", str(port),
+                "--workers", str(workers), "--timeout-graceful-shutdown", "20"]
+    if kind == "hypercorn":
+        return [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers), "--graceful-timeout", "20"]
+    if kind == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(workers), app]
+    if kind == "gunicorn":
+        return [sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker",
+                "-w", str(workers), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20",
+                # gunicorn 27's control socket defaults to ~/.gunicorn/gunicorn.ctl: one
+                # per user, so concurrent servers would take it from each other.
+                "--no-control-socket", app]
+    raise ValueError(kind)
+
+
+def start_server(kind: str, tmp_path: Path, env: dict[str, str], *, workers: int = 1,
+                 wait: bool = True, app: str = NOTES_APP, args: tuple[str, ...] = (),
+                 session: bool = False) -> Server:
+    """Run ``app`` under the ``kind`` server on a free loopback port; ``args`` are
+    appended to its command line. With ``session`` the server leads its own process
+    group, as in a terminal (where Ctrl+C signals the whole group)."""
+    port = free_port()
+    command = [*server_command(kind, app, port, workers), *args]
     log = tmp_path / f"{kind}-{port}.log"
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=session)
     server = Server(process, port, log)
     if wait:
         wait_until_running(server)
@@ -89,3 +104,17 @@ def wait_until_running(server: Server, timeout: float = 30) -> dict[str, Any]:
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise AssertionError(f"server not running within {timeout}s:\n{server.output()}")
+
+
+def statuses_of_all_workers(server: Server, workers: int,
+                            timeout: float = 30) -> dict[int, dict[str, Any]]:
+    """Status from every worker (requests land on random workers; keep asking)."""
+    seen: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        response = server.get("/_litestream/status")
+        if response.status_code == 200:
+            body = response.json()
+            seen[body["worker_pid"]] = body
+    assert len(seen) == workers, f"saw workers {sorted(seen)}:\n{server.output()}"
+    return seen

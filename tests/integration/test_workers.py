@@ -13,7 +13,12 @@ import httpx
 import pytest
 
 from tests.helpers import S3, descendants, is_litestream, litestreams_replicating, restore
-from tests.integration.servers import Server, start_server, wait_until_running
+from tests.integration.servers import (
+    Server,
+    start_server,
+    statuses_of_all_workers,
+    wait_until_running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +33,6 @@ def server_env(db: Path, s3: S3, litestream_bin: Path, **extra: str) -> dict[str
         "LITESTREAM_SECRET_ACCESS_KEY": s3.secret_access_key,
         **extra,
     }
-
-
-def statuses_of_all_workers(server: Server, workers: int, timeout: float = 30) -> dict[int, dict]:
-    """Status from every worker (requests land on random workers; keep asking)."""
-    seen: dict[int, dict] = {}
-    deadline = time.monotonic() + timeout
-    while len(seen) < workers and time.monotonic() < deadline:
-        response = server.get("/_litestream/status")
-        if response.status_code == 200:
-            body = response.json()
-            seen[body["worker_pid"]] = body
-    assert len(seen) == workers, f"saw workers {sorted(seen)}:\n{server.output()}"
-    return seen
 
 
 def stopped_cleanly(server: Server) -> None:
