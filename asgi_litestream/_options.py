@@ -177,7 +177,10 @@ OPTIONS: tuple[Option, ...] = (
            "[Health](#health-readiness-versus-alerting)."),
     Option("restore_if_missing", "bool", True, "`True`",
            "Restore a missing database from its replica before the app starts."),
-    _seconds("restore_timeout", 600.0, "`600` s", "Bound on that restore."),
+    _seconds("restore_timeout", 300.0, "`300` s",
+             "Bound on that restore, retries included: past it, startup fails (never a "
+             "fresh start over a replica that could not be read). See "
+             "[Restore on boot](#restore-on-boot)."),
 )
 OPTION_NAMES = tuple(option.name for option in OPTIONS)
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import socket
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import anyio.to_thread
 
 from ._config import Database
 from ._exceptions import RestoreError
@@ -30,7 +37,7 @@ def restore_database(
     if target.exists() and not overwrite:
         raise RestoreError(f"{target} already exists; refusing to overwrite it. Fix: move "
                            "it away, or pass overwrite (--force) to replace it")
-    partial = target.with_name(f".{target.name}.restoring-{os.getpid()}")
+    partial = _partial(target)
     _remove(partial)
     command = [str(binary), "restore", "-config", str(config_path), "-if-replica-exists",
                "-o", str(partial), str(target)]
@@ -48,15 +55,131 @@ def restore_database(
         raise RestoreError(f"restoring {target} from {database.replica} failed "
                            f"(exit {result.returncode}): {reason}")
     if not partial.exists():
-        logger.info("no backup of %s in %s: starting fresh", target, database.replica)
-        return False
+        return False  # the replica holds no backup
     for suffix in ("-wal", "-shm"):
         _remove(Path(str(target) + suffix))  # stale sidecars would corrupt the restored copy
     os.replace(partial, target)
-    logger.info("restored %s from %s", target, database.replica)
     return True
+
+
+def _partial(target: Path) -> Path:
+    return target.with_name(f".{target.name}.restoring-{os.getpid()}")
 
 
 def _remove(path: Path) -> None:
     for candidate in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
         candidate.unlink(missing_ok=True)
+
+
+# -- on boot: never start fresh on a replica that could not be read -----------------------
+
+_ATTEMPT_TIMEOUT = 5.0  # a dry run only lists files: a second or two, unless stuck
+_MAX_RETRY_DELAY = 8.0
+_PROGRESS_EVERY = 5.0
+
+
+async def restore_on_boot(
+    binary: Path, config_path: Path, database: Database, env: Mapping[str, str],
+    *, name: str, timeout: float, secrets: Sequence[str],
+) -> bool:
+    """Restore a missing database before the app starts. False: the replica holds no
+    backup, start fresh. A replica that cannot be reached or read is retried (each
+    attempt logged with the reason) until ``timeout``, then RestoreError: starting
+    fresh then would replicate an empty database over a good backup."""
+    deadline = time.monotonic() + timeout
+    target = database.path
+    label = f"litestream {name!r}:"
+    delay, attempt = 1.0, 0
+    while True:
+        attempt += 1
+        reason = await _endpoint_problem(database.replica_url)
+        found = None
+        if reason is None:
+            found, reason = await _probe(
+                binary, config_path, target, env, secrets,
+                min(_ATTEMPT_TIMEOUT, max(deadline - time.monotonic(), 1)))
+        if found is not None:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RestoreError(
+                f"could not read the replica {database.replica} to restore {target} "
+                f"({attempt} attempts in {timeout:g}s): {reason}. Fix: check the replica "
+                "URL, the credentials and that the storage is reachable from here, or raise "
+                "restore_timeout; the app did not start, so nothing replicated an empty "
+                "database over the backup")
+        wait = min(delay, remaining)
+        logger.warning("%s cannot read the replica %s to restore %s (attempt %d): %s; "
+                       "retrying in %.0fs, giving up in %.0fs", label, database.replica,
+                       target, attempt, reason, wait, remaining)
+        await anyio.sleep(wait)
+        delay = min(delay * 2, _MAX_RETRY_DELAY)
+    if not found:
+        logger.info("%s no backup of %s in %s: starting fresh", label, target,
+                    database.replica)
+        return False
+    logger.info("%s %s is missing; restoring it from %s", label, target, database.replica)
+    started = time.monotonic()
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(_log_progress, label, target, started)
+        try:
+            # restore_database kills Litestream at the same deadline.
+            restored = await anyio.to_thread.run_sync(functools.partial(
+                restore_database, binary, config_path, database, env,
+                timeout=max(deadline - time.monotonic(), 1), secrets=secrets))
+        finally:
+            task_group.cancel_scope.cancel()
+    if restored:
+        logger.info("%s restored %s from %s in %.1fs", label, target, database.replica,
+                    time.monotonic() - started)
+    else:  # emptied between the dry run and the restore
+        logger.info("%s no backup of %s in %s: starting fresh", label, target,
+                    database.replica)
+    return restored
+
+
+async def _probe(binary: Path, config_path: Path, target: Path, env: Mapping[str, str],
+                 secrets: Sequence[str], timeout: float) -> tuple[bool | None, str]:
+    """A dry run of the restore: (True, "") a backup exists, (False, "") the replica is
+    empty, (None, reason) it could not be read."""
+    command = [str(binary), "restore", "-config", str(config_path), "-dry-run",
+               "-o", str(_partial(target)), str(target)]
+    with anyio.move_on_after(timeout):
+        result = await anyio.run_process(command, env=dict(env), check=False,
+                                          stdin=subprocess.DEVNULL)
+        output = (result.stdout + result.stderr).decode("utf-8", "replace")
+        if result.returncode == 0:
+            return True, ""
+        if "no matching backup" in output:
+            return False, ""
+        lines = output.strip().splitlines()
+        return None, scrub(lines[-1], secrets) if lines else f"exit {result.returncode}"
+    return None, f"no answer within {timeout:.0f}s (unreachable, or a hung endpoint)"
+
+
+async def _endpoint_problem(replica_url: str) -> str | None:
+    """Why the replica's explicit endpoint (``?endpoint=``) cannot be connected to, if
+    it cannot: Litestream itself retries a refused connection for minutes in silence."""
+    endpoint = dict(parse_qsl(urlsplit(replica_url).query)).get("endpoint", "")
+    parts = urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
+    if not endpoint or not parts.hostname:
+        return None
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    address = (parts.hostname, port)
+    try:
+        # The stdlib's errors name the cause (refused, unknown host); anyio's do not.
+        connection = await anyio.to_thread.run_sync(
+            functools.partial(socket.create_connection, address, timeout=_ATTEMPT_TIMEOUT))
+    except TimeoutError:
+        return f"no TCP connection to {parts.hostname}:{port} within {_ATTEMPT_TIMEOUT:g}s"
+    except OSError as exc:
+        return f"cannot connect to {parts.hostname}:{port}: {exc.strerror or exc}"
+    connection.close()
+    return None
+
+
+async def _log_progress(label: str, target: Path, started: float) -> None:
+    """An operator must tell "restoring a big backup" from "stuck"."""
+    while True:
+        await anyio.sleep(_PROGRESS_EVERY)
+        logger.info("%s still restoring %s (%.0fs)", label, target, time.monotonic() - started)

@@ -20,7 +20,6 @@ the other workers.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -41,7 +40,7 @@ from ._health import HealthPoller
 from ._keeper import Keeper
 from ._leader import Leadership
 from ._logs import LitestreamLog
-from ._restore import restore_database
+from ._restore import restore_on_boot
 from ._status import Role, State
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
@@ -205,12 +204,10 @@ class ReplicationService:
         if missing:
             self.keeper.set_state(State.RESTORING)
         for db in missing:
-            logger.info("litestream %r: %s is missing; restoring it from %s",
-                        self.settings.name, db.path, db.replica)
-            await anyio.to_thread.run_sync(functools.partial(
-                restore_database, self.binary, self.config_path, db, self._env,
-                timeout=self.settings.restore_timeout, secrets=self.settings.secrets(),
-            ))
+            await restore_on_boot(self.binary, self.config_path, db, self._env,
+                                  name=self.settings.name,
+                                  timeout=self.settings.restore_timeout,
+                                  secrets=self.settings.secrets())
 
     async def _follow(self) -> bool:
         """True once another worker leads and its Litestream answers."""
