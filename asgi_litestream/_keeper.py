@@ -126,6 +126,8 @@ class Keeper:
             self.child = None
             self.last_flush_ok = flushed
             self.set_state(State.STOPPED)
+            logger.info("litestream %r: stopped (pid %d, exit code %s)", self.settings.name,
+                        child.pid, child.returncode)
             return flushed
 
     async def _spawn(self) -> None:
@@ -137,8 +139,8 @@ class Keeper:
         )
         self.version = self.child.version
         self.set_state(State.RUNNING)
-        logger.info("litestream %r: running (pid %d, %s)", self.settings.name, self.child.pid,
-                    ", ".join(str(db.path) for db in self.settings.databases))
+        logger.info("litestream %r: running (pid %d): %s", self.settings.name, self.child.pid,
+                    ", ".join(f"{db.path} → {db.replica}" for db in self.settings.databases))
 
     def _on_exit(self, code: int | None, *, ran_for: float | None) -> None:
         self.last_exit_code = code

@@ -55,7 +55,7 @@ class LitestreamLog:
             return
         level, message, database = parse_log_line(scrub(text, self._secrets))
         message = scrub(message, self._secrets)
-        logger.log(level, "litestream[%d]: %s", pid, message)
+        logger.log(level, "litestream[%d]: %s", pid, message, extra=_CHILD_LINE)
         if level >= logging.WARNING:
             self.changes += 1
             self.last_errors.append(message)
@@ -69,6 +69,61 @@ class LitestreamLog:
     def tail(self) -> str:
         """``": <last error line>"``, or nothing: for messages about an exit."""
         return f": {self.last_errors[-1]}" if self.last_errors else ""
+
+
+# Marks Litestream's own lines: under a bare server only their warnings are shown.
+_CHILD_LINE = {"litestream_line": True}
+# Loggers that servers configure for themselves, in the order we look for one.
+_SERVER_LOGGERS = ("uvicorn.error", "uvicorn", "hypercorn.error", "_granian", "gunicorn.error")
+
+
+def show_lifecycle() -> None:
+    """Make our lifecycle lines visible when nobody configured logging.
+
+    Under a plain ``uvicorn app:app`` the root logger has no handler, so INFO lines
+    (started, restored, final flush...) would vanish and warnings come out bare. Then,
+    and only then, ride on the server's own logger: our records go to its handlers,
+    in its format. Checked again at every record, so that an app which configures
+    logging later gets each line once, from its own handlers, never twice.
+    """
+    if logger.handlers or logging.root.handlers:
+        return  # the app configured logging (ours, or the root's): theirs to show
+    server = next((found for name in _SERVER_LOGGERS
+                   if (found := logging.getLogger(name)).handlers), None)
+    forward = _ToServer(server)
+    logger.addHandler(forward)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+        forward.set_level = True
+
+
+class _ToServer(logging.Handler):
+    """Hands our records to the server logger's handlers (or to stderr), as long as
+    the app has configured no logging of its own."""
+
+    def __init__(self, server: logging.Logger | None) -> None:
+        super().__init__()
+        self.set_level = False
+        self._handlers: list[logging.Handler] = list(server.handlers) if server else [
+            _stderr_handler()]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.root.handlers or any(h is not self for h in logger.handlers):
+            logger.removeHandler(self)  # the app configured logging since: step aside
+            if self.set_level:
+                logger.setLevel(logging.NOTSET)
+            return
+        if getattr(record, "litestream_line", False) and record.levelno < logging.WARNING:
+            return  # Litestream's own chatter; its warnings and errors do show
+        for handler in self._handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def _stderr_handler() -> logging.Handler:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s: %(message)s"))
+    return handler
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:

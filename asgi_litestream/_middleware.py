@@ -24,6 +24,7 @@ from . import _registry
 from ._binary import find_litestream
 from ._config import Settings, resolve_status_path
 from ._handle import Supervisor
+from ._logs import show_lifecycle
 from ._options import DEFAULT, OPTION_NAMES
 from ._service import ReplicationService
 from ._sqlite import check_database_file
@@ -131,6 +132,7 @@ class LitestreamLifespan:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         startup = await receive()
+        show_lifecycle()
         # Any failure before the app serves must reach the server as startup.failed:
         # a bare exception reads as "lifespan unsupported" under uvicorn's default
         # --lifespan auto, and the app would serve with no backup at all. Preflight
