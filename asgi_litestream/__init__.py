@@ -21,6 +21,7 @@ from ._middleware import LitestreamLifespan
 from ._registry import get_supervisor, start_litestream, status, stop_litestream
 from ._starlette import durable, durable_endpoint
 from ._status import State
+from ._verify import Verification
 
 try:
     __version__ = _metadata.version("asgi-litestream")
@@ -44,6 +45,7 @@ __all__ = [
     "SupervisorLookupError",
     "SyncError",
     "UnsupportedPlatformError",
+    "Verification",
     "__version__",
     "durable",
     "durable_endpoint",

@@ -77,6 +77,7 @@ class Settings:
     strict_status: bool = _DEFAULTS["strict_status"]
     restore_if_missing: bool = _DEFAULTS["restore_if_missing"]
     restore_timeout: float = _DEFAULTS["restore_timeout"]
+    verify_interval: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

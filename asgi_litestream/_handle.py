@@ -14,6 +14,7 @@ from typing import Any
 from ._config import Settings
 from ._service import ReplicationService
 from ._status import Role, State, snapshot
+from ._verify import Verification
 
 
 class Supervisor:
@@ -85,6 +86,12 @@ class Supervisor:
         never a false success.
         """
         return await self._service.sync(timeout=timeout, database=database)
+
+    async def verify(self) -> Verification:
+        """Prove the backup: restore the replica into a side file (never over the
+        database), check that it holds every transaction committed before the call and
+        passes SQLite's integrity check. The result also goes to the status."""
+        return await self._service.verify()
 
     async def start(self) -> None:
         """Start Litestream again after stop(); a no-op when it runs."""

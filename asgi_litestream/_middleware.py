@@ -68,6 +68,7 @@ class LitestreamLifespan:
         strict_status: bool | None = None,
         restore_if_missing: bool | None = None,
         restore_timeout: float | None = None,
+        verify_interval: float | None = None,
     ) -> None:
         # No I/O and no validation here: Starlette builds middleware lazily inside
         # the lifespan call, where an exception would read as "lifespan unsupported"

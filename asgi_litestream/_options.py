@@ -181,6 +181,10 @@ OPTIONS: tuple[Option, ...] = (
              "Bound on that restore, retries included: past it, startup fails (never a "
              "fresh start over a replica that could not be read). See "
              "[Restore on boot](#restore-on-boot)."),
+    Option("verify_interval", "seconds", None, "off",
+           "Verify the backup this often in the background (the leading worker restores "
+           "the replica into a side file and checks it); the result is in the status. See "
+           "[Verify](#verify-prove-that-the-backup-restores)."),
 )
 OPTION_NAMES = tuple(option.name for option in OPTIONS)
 

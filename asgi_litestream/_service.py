@@ -42,6 +42,7 @@ from ._leader import Leadership
 from ._logs import LitestreamLog
 from ._restore import restore_on_boot
 from ._status import Role, State
+from ._verify import Verification, verify
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
 logger = logging.getLogger("asgi_litestream")
@@ -72,6 +73,7 @@ class ReplicationService:
                              env=self._env, control=self.control, log=self.log,
                              pass_fds=lambda: self.leadership.fds,
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish)
+        self.last_verification: Verification | None = None
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
 
@@ -120,6 +122,8 @@ class ReplicationService:
                     task_group.start_soon(self.keeper.keep_alive)
                     task_group.start_soon(self._watch_leader)
                     task_group.start_soon(self._poll_health)
+                    if self.settings.verify_interval is not None:
+                        task_group.start_soon(self._verify_every, self.settings.verify_interval)
                     task_status.started()
                     try:
                         await self._close_requested.wait()
@@ -249,6 +253,30 @@ class ReplicationService:
     async def stop(self) -> bool:
         return await self.keeper.stop()
 
+    async def verify(self) -> Verification:
+        """Restore the replica into a side file and check it (see _verify.py)."""
+        control = self.election.control() if self.running else None
+        result = await verify(self.binary, self.config_path, self.settings.databases,
+                              self._env, control=control, scratch=self.config_path.parent,
+                              timeout=self.settings.restore_timeout,
+                              secrets=self.settings.secrets())
+        self.last_verification = result
+        if result.ok:
+            logger.info("litestream %r: verified: the replica restores to a sound database "
+                        "holding every committed transaction (%.1fs)", self.settings.name,
+                        result.duration_s)
+        else:
+            logger.error("litestream %r: verification FAILED: %s", self.settings.name,
+                         result.reason)
+        self._publish()
+        return result
+
+    async def _verify_every(self, interval: float) -> None:
+        while not self.keeper.closing:
+            await anyio.sleep(interval)
+            if self.role is Role.LEADER and self.running:
+                await self.verify()
+
     # -- durable waits --------------------------------------------------------------
 
     async def sync(self, *, timeout: float | None = None,
@@ -314,6 +342,8 @@ class ReplicationService:
                 state=keeper.state.value, socket=str(self.control.socket_path),
                 litestream_pid=self.pid, restarts=keeper.restarts, version=keeper.version,
                 last_exit_code=keeper.last_exit_code, name=self.settings.name,
+                verification=(self.last_verification.to_json()
+                              if self.last_verification else None),
             )
 
     def _paths(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -67,5 +68,16 @@ def snapshot(service: ReplicationService) -> dict[str, Any]:
         "last_errors": list(service.log.last_errors),
         "last_flush_ok": keeper.last_flush_ok,
         "version": leader.get("version") if standby else keeper.version,
+        "verification": _verification(leader.get("verification") if standby else (
+            service.last_verification.to_json() if service.last_verification else None)),
         "databases": databases,
     }
+
+
+def _verification(found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last verification, with its age."""
+    if not found:
+        return None
+    began = datetime.fromisoformat(found["at"].replace("Z", "+00:00"))
+    age = (datetime.now(timezone.utc) - began).total_seconds()
+    return {**found, "age_s": round(age, 1)}
