@@ -104,14 +104,19 @@ class _ToServer(logging.Handler):
     def __init__(self, server: logging.Logger | None) -> None:
         super().__init__()
         self.set_level = False
+        self.retired = False
         self._handlers: list[logging.Handler] = list(server.handlers) if server else [
             _stderr_handler()]
 
     def emit(self, record: logging.LogRecord) -> None:
-        if logging.root.handlers or any(h is not self for h in logger.handlers):
-            logger.removeHandler(self)  # the app configured logging since: step aside
-            if self.set_level:
+        if self.retired or logging.root.handlers or any(
+            h is not self for h in logger.handlers
+        ):
+            # The app configured logging since: step aside for good. (Not removed from
+            # the logger here: that would make logging skip the next handler now.)
+            if not self.retired and self.set_level:
                 logger.setLevel(logging.NOTSET)
+            self.retired = True
             return
         if getattr(record, "litestream_line", False) and record.levelno < logging.WARNING:
             return  # Litestream's own chatter; its warnings and errors do show
