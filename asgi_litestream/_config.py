@@ -27,10 +27,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DEFAULTS = {option.name: option.default for option in OPTIONS}
 
 
-def resolve_status_path(status_path: Any, environ: Mapping[str, str]) -> str | None:
-    """The keyword when given (None: off), else ASGI_LITESTREAM_STATUS_PATH (empty:
-    off), else the default. Unvalidated: Settings checks it."""
-    return OPTIONS[OPTION_NAMES.index("status_path")].read(status_path, environ)  # type: ignore[no-any-return]
+def resolve_route(option: str, value: Any, environ: Mapping[str, str]) -> str | None:
+    """A route's path: the keyword when given (None: off), else its environment variable
+    (empty: off), else the default. Unvalidated: Settings checks it."""
+    return OPTIONS[OPTION_NAMES.index(option)].read(value, environ)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +64,11 @@ class Settings:
     litestream_version: str = _DEFAULTS["litestream_version"]
     litestream_sha256: str | None = field(default=None, repr=False)
     status_path: str | None = _DEFAULTS["status_path"]
+    metrics_path: str | None = _DEFAULTS["metrics_path"]
+    dashboard_path: str | None = None
+    dashboard_user: str | None = None
+    dashboard_password: str | None = field(default=None, repr=False)
+    dashboard_auth: Any = field(default=None, repr=False)  # (Request) -> bool
     sync_interval: float = _DEFAULTS["sync_interval"]
     startup_timeout: float = _DEFAULTS["startup_timeout"]
     flush_timeout: float = _DEFAULTS["flush_timeout"]
@@ -95,7 +100,7 @@ class Settings:
                             f"{', '.join(OPTION_NAMES)}")
         env = os.environ if environ is None else environ
         values = {option.name: option.read(options.get(option.name, DEFAULT
-                                                       if option.kind == "status_path"
+                                                       if option.kind == "route"
                                                        else None), env)
                   for option in OPTIONS}
         if values["max_lag"] is None:
@@ -104,11 +109,20 @@ class Settings:
                                     3 * values["health_interval"], 10.0)
         values["databases"] = _databases(values.pop("database"), values.pop("replica_url"))
         values["bin_path"] = _bin_path(values["bin_path"])
-        values["status_path"] = _status_path(values["status_path"])
+        for route in ("status_path", "metrics_path", "dashboard_path"):
+            values[route] = _route(route, values[route])
         values["log_level"] = values["log_level"].lower()
         return cls(**values)
 
     def __post_init__(self) -> None:
+        if self.dashboard_path is not None and self.dashboard_auth is None and not (
+            self.dashboard_user and self.dashboard_password
+        ):
+            raise ConfigError(
+                "dashboard_path", self.dashboard_path, "the status page needs an authorization",
+                "pass dashboard_auth=<function of the request>, or set "
+                "ASGI_LITESTREAM_DASHBOARD_USER and ASGI_LITESTREAM_DASHBOARD_PASSWORD",
+            )
         if not _NAME.match(self.name):
             raise ConfigError(
                 "name", self.name, "must be 1-64 letters, digits, '_', '.' or '-'",
@@ -129,7 +143,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value known, so that logs can be scrubbed of them."""
-        found = [self.access_key_id, self.secret_access_key]
+        found = [self.access_key_id, self.secret_access_key, self.dashboard_password]
         for index, db in enumerate(self.databases):
             for value in secret_refs(db.replica_url, index)[1].values():
                 found += [value, unquote(value)]
@@ -149,7 +163,8 @@ class Settings:
             env.update(secret_refs(db.replica_url, index)[1])
         return env
 
-    def to_yaml(self, *, socket_path: Path | None = None) -> str:
+    def to_yaml(self, *, socket_path: Path | None = None,
+                metrics_addr: str | None = None) -> str:
         """Litestream's config file. It never holds a secret: passwords and secret
         query values (``?token=``, ``?sas=``...) are ``${VAR}`` references."""
         dbs = []
@@ -171,6 +186,8 @@ class Settings:
         }
         if socket_path is not None:
             config["socket"] = {"enabled": True, "path": str(socket_path)}
+        if metrics_addr is not None:
+            config["addr"] = metrics_addr  # Litestream's Prometheus /metrics, loopback only
         return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -183,12 +200,12 @@ def _bin_path(value: Any) -> Path | None:
     return Path(value).expanduser()
 
 
-def _status_path(value: Any) -> str | None:
+def _route(option: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith("/") or "?" in value:
-        raise ConfigError("status_path", value, "must be a URL path starting with '/'",
-                          "use '/_litestream/status', or None to turn the route off")
+        raise ConfigError(option, value, "must be a URL path starting with '/'",
+                          "use e.g. '/_litestream/status', or None to turn the route off")
     return value
 
 

@@ -24,10 +24,15 @@ class SyncResult:
 _BASE_URL = "http://litestream.control"
 
 
+# Other URLs we poll in the background (Litestream's /metrics), kept out likewise.
+QUIET_URLS: set[str] = set()
+
+
 class _QuietControlRequests(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not any(isinstance(arg, httpx.URL) and arg.host == "litestream.control"
-                       for arg in (record.args or ()))
+        return not any(isinstance(arg, httpx.URL) and (
+            arg.host == "litestream.control" or str(arg) in QUIET_URLS)
+            for arg in (record.args or ()))
 
 
 logging.getLogger("httpx").addFilter(_QuietControlRequests())

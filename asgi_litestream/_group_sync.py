@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import anyio
 import anyio.abc
 
 from ._exceptions import SyncError
+from ._metrics import SyncStats
 
 
 class _Round:
@@ -82,6 +84,7 @@ class DurableSyncs:
                  task_group: anyio.abc.TaskGroup) -> None:
         self._groups = {path: GroupSync(functools.partial(sync_once, path), task_group)
                         for path in paths}
+        self.stats = SyncStats()
 
     @property
     def rounds(self) -> int:
@@ -111,9 +114,11 @@ class DurableSyncs:
             if replicated is not None:
                 positions[str(path)] = replicated
 
+        began = time.monotonic()
         async with anyio.create_task_group() as task_group:
             for path, group in groups.items():
                 task_group.start_soon(wait_one, path, group)
+        self.stats.record(time.monotonic() - began, ok=not errors)
         if errors:
             raise errors[0]
         return positions

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import Settings
+from ._metrics import service_metrics
 from ._service import ReplicationService
 from ._status import Role, State, snapshot
 from ._verify import Verification
@@ -74,6 +75,10 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         """The status snapshot, as the status route serves it."""
         return snapshot(self._service)
+
+    def metrics(self) -> str:
+        """The Prometheus text the metrics route serves (ours and Litestream's)."""
+        return service_metrics(self._service)
 
     async def sync(self, *, timeout: float | None = None,
                    database: str | os.PathLike[str] | None = None) -> dict[str, int]:

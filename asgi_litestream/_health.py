@@ -18,6 +18,9 @@ from ._control import ControlClient, ControlError
 
 logger = logging.getLogger("asgi_litestream")
 
+_HISTORY_EVERY = 10.0  # seconds between two samples of the delay
+_HISTORY_SAMPLES = 360  # an hour of them
+
 
 @dataclass(slots=True, kw_only=True)
 class DatabaseHealth:
@@ -104,6 +107,9 @@ class HealthPoller:
         self.max_lag = max_lag
         self.databases = [DatabaseHealth(database=db) for db in databases]
         self.changes = 0  # bumped by every poll, for the status route's cache
+        # Per database, the delay over the last hour (for the status page's chart).
+        self._history = {str(db.path): deque[tuple[float, float | None]](
+            maxlen=_HISTORY_SAMPLES) for db in databases}
 
     async def poll(self, control: ControlClient) -> bool:
         """One round; False when the control socket did not answer at all."""
@@ -116,7 +122,19 @@ class HealthPoller:
             return False
         for health in self.databases:
             await self._poll_one(control, health, listed.get(str(health.database.path), {}))
+        self._sample()
         return True
+
+    def _sample(self) -> None:
+        now, wall = time.monotonic(), time.time()
+        for health in self.databases:
+            samples = self._history[str(health.database.path)]
+            if not samples or wall - samples[-1][0] >= _HISTORY_EVERY:
+                samples.append((wall, health.delay(now)))
+
+    def history(self) -> dict[str, list[tuple[float, float | None]]]:
+        """Per database: (unix time, replication delay) over the last hour."""
+        return {path: list(samples) for path, samples in self._history.items()}
 
     async def _poll_one(self, control: ControlClient, health: DatabaseHealth,
                         listed: dict[str, Any]) -> None:

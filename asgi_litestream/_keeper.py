@@ -38,6 +38,7 @@ class Keeper:
         self.restarts = 0
         self.last_exit_code: int | None = None
         self.last_flush_ok: bool | None = None
+        self.last_flush_seconds: float | None = None
         self.version: str | None = None  # Litestream's, once it has run
         self.want_running = True
         self.closing = False
@@ -119,9 +120,11 @@ class Keeper:
                 self.set_state(State.FAILED if self.state is State.FAILED else State.STOPPED)
                 return False
             self.set_state(State.STOPPING)
+            began = time.monotonic()
             with anyio.CancelScope(shield=True):  # a cancelled stop still flushes and reaps
                 flushed = await child.flush(self.settings.databases,
                                             self.settings.flush_timeout)
+                self.last_flush_seconds = time.monotonic() - began
                 await child.aclose(grace=self.settings.stop_timeout)
             self.child = None
             self.last_flush_ok = flushed

@@ -10,26 +10,26 @@ The lifespan onion, as the server sees it::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
 import anyio.to_thread
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _registry
 from ._binary import find_litestream
-from ._config import Settings, resolve_status_path
+from ._config import Settings, resolve_route
 from ._handle import Supervisor
 from ._logs import show_lifecycle
 from ._options import DEFAULT, OPTION_NAMES
+from ._routes import Routes
 from ._service import ReplicationService
 from ._sqlite import check_database_file
-from ._status import snapshot, snapshot_key
-from ._workdir import Workdir, private_workdir, write_config
+from ._workdir import Workdir, loopback_address, private_workdir, write_config
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -55,6 +55,11 @@ class LitestreamLifespan:
         litestream_version: str | None = None,
         litestream_sha256: str | None = None,
         status_path: str | None = DEFAULT,
+        metrics_path: str | None = DEFAULT,
+        dashboard_path: str | None = DEFAULT,
+        dashboard_user: str | None = None,
+        dashboard_password: str | None = None,
+        dashboard_auth: Callable[[Request], bool] | None = None,
         sync_interval: float | None = None,
         startup_timeout: float | None = None,
         flush_timeout: float | None = None,
@@ -78,56 +83,27 @@ class LitestreamLifespan:
         self.app = app
         # Declared once in _options.py; a test checks this signature against it.
         self._options: dict[str, Any] = {name: given[name] for name in OPTION_NAMES}
-        # Known before startup, so that the route answers (503) even before it.
-        self.status_path = resolve_status_path(status_path, os.environ)
-        self._service: ReplicationService | None = None
-        self._status_key: tuple[object, ...] = ()
-        self._status_cache: tuple[bytes, bool, bool] = (b"", False, False)
+        # Known before startup, so that the routes answer (503) even before it.
+        self.routes = Routes(
+            status_path=resolve_route("status_path", status_path, os.environ),
+            metrics_path=resolve_route("metrics_path", metrics_path, os.environ),
+            dashboard_path=resolve_route("dashboard_path", dashboard_path, os.environ),
+        )
 
     def __repr__(self) -> str:
-        return f"LitestreamLifespan(app={self.app!r}, status_path={self.status_path!r})"
+        return f"LitestreamLifespan(app={self.app!r}, routes={sorted(self.routes.paths)!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The hot path first: an http request for another path costs two comparisons.
+        # The hot path first: an http request for another path costs one dict lookup.
         if scope["type"] == "http":
-            if scope["path"] == self.status_path:
-                await self._status(scope, receive, send)
+            route = self.routes.paths.get(scope["path"])
+            if route is not None:
+                await route(scope, receive, send)
                 return
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-    # -- status route ---------------------------------------------------------
-
-    async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
-            await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
-            return
-        body, running, healthy = self._status_body()
-        service = self._service
-        # Readiness follows "running"; alerting may also demand "healthy"
-        # (strict_status=True, or ?strict=1 on one probe only).
-        strict = service is not None and (
-            service.settings.strict_status or _query_flag(scope, b"strict"))
-        ok = running and (healthy or not strict)
-        # HEAD mirrors GET's headers (content-length included), without the body.
-        await _respond(send, 200 if ok else 503, body, _JSON_HEADERS,
-                       head=scope["method"] == "HEAD")
-
-    def _status_body(self) -> tuple[bytes, bool, bool]:
-        """The rendered status, re-rendered only when it changed (or 100 ms passed):
-        probes and scrapers hitting it cost about as much as a static route."""
-        service = self._service
-        if service is None:
-            return _NOT_STARTED, False, False
-        key = snapshot_key(service)
-        if key != self._status_key:
-            status = snapshot(service)
-            self._status_cache = (json.dumps(status, separators=(",", ":")).encode(),
-                                  status["status"] == "running", status["healthy"] is True)
-            self._status_key = key
-        return self._status_cache
 
     # -- lifespan --------------------------------------------------------------
 
@@ -149,9 +125,10 @@ class LitestreamLifespan:
                 sha256=settings.litestream_sha256,
             ))
             workdir = private_workdir()
-            write_config(settings, workdir)
+            metrics_addr = loopback_address() if settings.metrics_path else None
+            write_config(settings, workdir, metrics_addr=metrics_addr)
             service = ReplicationService(settings, binary=binary, workdir=workdir.path,
-                                         environ=os.environ)
+                                         environ=os.environ, metrics_addr=metrics_addr)
             supervisor = Supervisor(service)
             _registry.register(settings.name, supervisor)
         except Exception as exc:
@@ -163,7 +140,7 @@ class LitestreamLifespan:
             await self._serve(service, supervisor, workdir, scope, receive, send, startup)
         finally:
             _registry.unregister(settings.name, supervisor)
-            self._service = None
+            self.routes.service = None
             workdir.remove()
 
     async def _serve(self, service: ReplicationService, supervisor: Supervisor,
@@ -180,7 +157,7 @@ class LitestreamLifespan:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 error = exc
             else:
-                self._service = service
+                self.routes.service = service
                 if "state" in scope:
                     scope["state"]["litestream"] = supervisor
                 try:
@@ -248,24 +225,3 @@ class LitestreamLifespan:
         for message in held:
             await send(message)
         return inner_error
-
-
-def _query_flag(scope: Scope, name: bytes) -> bool:
-    for pair in scope.get("query_string", b"").split(b"&"):
-        key, _, value = pair.partition(b"=")
-        if key == name:
-            return value.lower() not in (b"0", b"false", b"no")
-    return False
-
-
-_JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-_NOT_STARTED = json.dumps({"name": None, "status": "down", "state": "not started",
-                           "healthy": False, "restarts": 0, "pid": None, "databases": []},
-                          separators=(",", ":")).encode()
-
-
-async def _respond(send: Send, status: int, body: bytes,
-                   headers: list[tuple[bytes, bytes]], *, head: bool = False) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -18,7 +18,7 @@ from ._exceptions import ConfigError
 ENV_PREFIX = "ASGI_LITESTREAM_"
 
 Kind = Literal["database", "replica_url", "secret", "str", "text", "path", "bool", "int",
-               "seconds", "status_path"]
+               "seconds", "route", "callable"]
 
 
 class _Unset:
@@ -51,11 +51,16 @@ class Option:
         parsed and type-checked (ConfigError names the option or the variable)."""
         if self.kind == "secret":
             return _secret(self.name, value, environ)
-        if self.kind == "status_path":
+        if self.kind == "route":  # None turns it off, so "unset" is DEFAULT
             if value is not DEFAULT:
                 return value
             text = environ.get(self.env)
             return self.default if text is None else (text or None)
+        if self.kind == "callable":  # keyword only: code has no environment variable
+            if value is not None and not callable(value):
+                raise ConfigError(self.name, value, "must be a callable",
+                                  "pass a function of the request returning True or False")
+            return value
         if value is None:
             text = environ.get(self.env)
             if text is None:
@@ -147,8 +152,21 @@ OPTIONS: tuple[Option, ...] = (
            "used as it is)."),
     Option("litestream_sha256", "text", None, "pinned",
            "The archive's sha256, required for a version the library has no pin for."),
-    Option("status_path", "status_path", "/_litestream/status", '`"/_litestream/status"`',
+    Option("status_path", "route", "/_litestream/status", '`"/_litestream/status"`',
            "The status route; `None` turns it off.", env_note=" (empty = off)"),
+    Option("metrics_path", "route", "/_litestream/metrics", '`"/_litestream/metrics"`',
+           "Prometheus metrics (ours and Litestream's); `None` turns it off. See "
+           "[Metrics](#metrics).", env_note=" (empty = off)"),
+    Option("dashboard_path", "route", None, "off",
+           "A status page for people; needs `dashboard_auth` or `dashboard_user` + "
+           "`dashboard_password`. See [Status page](#status-page).",
+           env_note=" (empty = off)"),
+    Option("dashboard_user", "text", None, "unset", "HTTP basic-auth user of the status page."),
+    Option("dashboard_password", "text", None, "unset",
+           "Its password (never logged, never shown)."),
+    Option("dashboard_auth", "callable", None, "unset",
+           "Instead: a function of the Starlette `Request` returning whether it may see the "
+           "page (`False` → 403).", env_note=" (keyword only)"),
     _seconds("sync_interval", 1.0, "`1.0` s",
              "How often Litestream ships changes (Litestream's `sync-interval`).",
              flag="how often Litestream ships changes"),

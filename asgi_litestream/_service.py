@@ -29,10 +29,11 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import anyio.to_thread
+import httpx
 
 from ._child import replicate_command
 from ._config import Settings
-from ._control import ControlClient, ControlError
+from ._control import QUIET_URLS, ControlClient, ControlError
 from ._election import Election
 from ._exceptions import StartupError, SyncError
 from ._group_sync import DurableSyncs
@@ -56,7 +57,8 @@ class ReplicationService:
     """Owns Litestream for one LitestreamLifespan in one worker process."""
 
     def __init__(
-        self, settings: Settings, *, binary: Path, workdir: Path, environ: Mapping[str, str]
+        self, settings: Settings, *, binary: Path, workdir: Path, environ: Mapping[str, str],
+        metrics_addr: str | None = None,
     ) -> None:
         self.settings = settings
         self.binary = binary
@@ -74,6 +76,8 @@ class ReplicationService:
                              pass_fds=lambda: self.leadership.fds,
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish)
         self.last_verification: Verification | None = None
+        self.metrics_addr = metrics_addr  # Litestream's /metrics (ours; or none)
+        self.litestream_metrics = ""  # its last scrape, ours or the leader's
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
 
@@ -122,6 +126,8 @@ class ReplicationService:
                     task_group.start_soon(self.keeper.keep_alive)
                     task_group.start_soon(self._watch_leader)
                     task_group.start_soon(self._poll_health)
+                    if self.settings.metrics_path is not None:
+                        task_group.start_soon(self._scrape_litestream_metrics)
                     if self.settings.verify_interval is not None:
                         task_group.start_soon(self._verify_every, self.settings.verify_interval)
                     task_status.started()
@@ -332,6 +338,23 @@ class ReplicationService:
         if control is not None:
             self.election.leader_ok = await self.health.poll(control)
 
+    async def _scrape_litestream_metrics(self) -> None:
+        """Litestream's own metrics, fetched in the background: a scrape of ours never
+        waits on it. A standby scrapes the leader's Litestream."""
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+            while not self.keeper.closing:
+                addr = (self.election.leader.get("metrics_addr") if self.role is Role.STANDBY
+                        else self.metrics_addr)
+                if addr and self.running:
+                    url = f"http://{addr}/metrics"
+                    QUIET_URLS.add(url)
+                    try:
+                        response = await http.get(url)
+                        self.litestream_metrics = response.text
+                    except httpx.HTTPError:
+                        self.litestream_metrics = ""
+                await anyio.sleep(self.settings.health_interval)
+
     # -- small things -------------------------------------------------------------------
 
     def _publish(self) -> None:
@@ -342,6 +365,7 @@ class ReplicationService:
                 state=keeper.state.value, socket=str(self.control.socket_path),
                 litestream_pid=self.pid, restarts=keeper.restarts, version=keeper.version,
                 last_exit_code=keeper.last_exit_code, name=self.settings.name,
+                metrics_addr=self.metrics_addr,
                 verification=(self.last_verification.to_json()
                               if self.last_verification else None),
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -86,10 +87,19 @@ def remove_stale_workdirs(parent: Path) -> list[Path]:
     return removed
 
 
-def write_config(settings: Settings, workdir: Workdir) -> Path:
+def write_config(settings: Settings, workdir: Workdir, *,
+                 metrics_addr: str | None = None) -> Path:
     """Write Litestream's config (no secret in it) as a 0600 file nobody else opened."""
     path = workdir.path / CONFIG_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(settings.to_yaml(socket_path=workdir.path / SOCKET_NAME))
+        file.write(settings.to_yaml(socket_path=workdir.path / SOCKET_NAME,
+                                    metrics_addr=metrics_addr))
     return path
+
+
+def loopback_address() -> str:
+    """``127.0.0.1:<a port free right now>``, for Litestream's metrics endpoint."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import types
+
 import asgi_litestream
 
 
 def test_all_is_complete_and_sorted() -> None:
     """__all__ names every public attribute of the package, sorted."""
-    public = {name for name in vars(asgi_litestream) if not name.startswith("_")}
+    public = {name for name, value in vars(asgi_litestream).items()
+              if not name.startswith("_") and not isinstance(value, types.ModuleType)}
     assert set(asgi_litestream.__all__) - {"__version__"} == public
     assert asgi_litestream.__all__ == sorted(asgi_litestream.__all__)
 

@@ -1,0 +1,163 @@
+"""Prometheus metrics: ours, from the status snapshot, and Litestream's own.
+
+Rendered from memory (the status snapshot, the durable-sync counters, and the last
+background scrape of Litestream's ``/metrics``), never by asking a process per scrape.
+Every worker tells the truth about the database, as the status route does: a standby's
+snapshot is the leader's, and it scrapes the leader's Litestream.
+
+Litestream's series are passed through under their own names (``litestream_*``); its
+Go runtime and process series (``go_*``, ``process_*``) are left out, so that they never
+clash with the app's own in a shared registry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._status import Role, State, snapshot
+
+if TYPE_CHECKING:
+    from ._service import ReplicationService
+
+# Seconds; a durable wait is one or two syncs, tens of milliseconds on a healthy replica.
+SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """Durable waits, as group commit saw them."""
+
+    callers: int = 0
+    failures: int = 0
+    latency_sum: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(SYNC_BUCKETS))
+
+    def record(self, seconds: float, *, ok: bool) -> None:
+        self.callers += 1
+        self.failures += not ok
+        self.latency_sum += seconds
+        for index, bound in enumerate(SYNC_BUCKETS):
+            if seconds <= bound:
+                self.buckets[index] += 1
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str,
+               samples: Iterable[tuple[Mapping[str, Any], float | int | None]]) -> None:
+        rows = [(labels, value) for labels, value in samples if value is not None]
+        if not rows:
+            return
+        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        self.lines += [f"{name}{_labels(labels)} {_value(value)}"
+                       for labels, value in rows]
+
+
+def service_metrics(service: ReplicationService) -> str:
+    """The metrics of one running service, as the metrics route serves them."""
+    syncs = service.syncs
+    return render_metrics(
+        snapshot(service), sync=syncs.stats if syncs is not None else SyncStats(),
+        sync_rounds=syncs.rounds if syncs is not None else 0,
+        flush_seconds=service.keeper.last_flush_seconds,
+        litestream=service.litestream_metrics,
+    )
+
+
+def render_metrics(status: Mapping[str, Any], *, sync: SyncStats, sync_rounds: int,
+                   flush_seconds: float | None, litestream: str) -> str:
+    """The Prometheus text exposition (version 0.0.4) of one service."""
+    name = {"name": status["name"]}
+    out = _Writer()
+    out.family("asgi_litestream_up", "gauge", "1 while the databases are being replicated.",
+               [(name, status["status"] == "running")])
+    out.family("asgi_litestream_state", "gauge", "The supervisor's state (one-hot).",
+               [({**name, "state": s.value}, status["state"] == s.value) for s in State])
+    out.family("asgi_litestream_role", "gauge", "This worker's role (one-hot).",
+               [({**name, "role": r.value}, status["role"] == r.value) for r in Role])
+    out.family("asgi_litestream_restarts_total", "counter",
+               "Automatic restarts of Litestream since startup.", [(name, status["restarts"])])
+    out.family("asgi_litestream_last_exit_code", "gauge",
+               "Litestream's last exit code (negative: a signal).",
+               [(name, status["last_exit_code"])])
+    databases = status["databases"]
+    per_db = [({**name, "db": d["path"]}, d) for d in databases]
+    for metric, key, kind, help_text in _DATABASE_SERIES:
+        out.family(metric, kind, help_text, [(labels, d[key]) for labels, d in per_db])
+    out.family("asgi_litestream_final_flush_ok", "gauge",
+               "Whether the last flush (stop or shutdown) reached every replica.",
+               [(name, status["last_flush_ok"])])
+    out.family("asgi_litestream_final_flush_seconds", "gauge",
+               "How long the last flush took.", [(name, flush_seconds)])
+    out.family("asgi_litestream_durable_sync_rounds_total", "counter",
+               "Syncs sent by group commit (far fewer than callers under load).",
+               [(name, sync_rounds)])
+    out.family("asgi_litestream_durable_sync_failures_total", "counter",
+               "Durable waits that failed (Litestream down, or the replica too slow).",
+               [(name, sync.failures)])
+    _histogram(out, name, sync)
+    verification = status.get("verification") or {}
+    out.family("asgi_litestream_verification_ok", "gauge",
+               "Whether the last verification of the backup passed.",
+               [(name, verification.get("ok"))])
+    out.family("asgi_litestream_verification_age_seconds", "gauge",
+               "Seconds since the last verification began.",
+               [(name, verification.get("age_s"))])
+    out.family("asgi_litestream_verification_duration_seconds", "gauge",
+               "How long the last verification took.",
+               [(name, verification.get("duration_s"))])
+    return "\n".join([*out.lines, *litestream_series(litestream)]) + "\n"
+
+
+_DATABASE_SERIES = (
+    ("asgi_litestream_txid", "txid", "gauge", "Local position (Litestream transaction id)."),
+    ("asgi_litestream_replicated_txid", "replicated_txid", "gauge",
+     "Position the replica holds."),
+    ("asgi_litestream_lag", "lag", "gauge", "Litestream transactions the replica misses."),
+    ("asgi_litestream_delay_seconds", "behind_s", "gauge",
+     "Replication delay: age of the oldest change the replica misses."),
+    ("asgi_litestream_healthy", "healthy", "gauge",
+     "1 healthy, 0 not (absent while unknown)."),
+)
+
+
+def _histogram(out: _Writer, name: dict[str, Any], sync: SyncStats) -> None:
+    metric = "asgi_litestream_durable_sync_seconds"
+    out.lines += [f"# HELP {metric} How long durable waits took.",
+                  f"# TYPE {metric} histogram"]
+    for bound, count in zip(SYNC_BUCKETS, sync.buckets, strict=True):
+        out.lines.append(f"{metric}_bucket{_labels({**name, 'le': _value(bound)})} {count}")
+    out.lines += [f"{metric}_bucket{_labels({**name, 'le': '+Inf'})} {sync.callers}",
+                  f"{metric}_sum{_labels(name)} {_value(sync.latency_sum)}",
+                  f"{metric}_count{_labels(name)} {sync.callers}"]
+
+
+def litestream_series(text: str) -> Sequence[str]:
+    """Litestream's own ``litestream_*`` families, HELP and TYPE lines included."""
+    return [line for line in text.splitlines()
+            if line.startswith("litestream_")
+            or (line.startswith(("# HELP litestream_", "# TYPE litestream_")))]
+
+
+def _labels(labels: Mapping[str, Any]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape(str(value))}"' for key, value in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _value(value: float | int | bool) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "+Inf" if value > 0 else ("-Inf" if value < 0 else "NaN")
+    return repr(value) if isinstance(value, float) else str(value)
