@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 JSON_PATH = "/json"
 STATUS_PATH = "/_litestream/status"
+METRICS_PATH = "/_litestream/metrics"
 
 
 async def hello(request: Request) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""2. The status route: as fast as a plain JSON route, and no process per request."""
+"""2. The status and metrics routes: as fast as a plain JSON route, and no process per
+request."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ._proc import descendants, is_litestream, watch_children
 from ._servers import Load, has_wrk, uvicorn_server, wrk
 
 TARGET = Target(">=", 0.9)
-ROUTES = {"status": _apps.STATUS_PATH, "json": _apps.JSON_PATH}
+ROUTES = {"status": _apps.STATUS_PATH, "metrics": _apps.METRICS_PATH, "json": _apps.JSON_PATH}
 
 
 def _names(pids: set[int]) -> str:
@@ -19,9 +20,10 @@ def _names(pids: set[int]) -> str:
                      for p in sorted(pids)) or "none"
 
 
-@measure("status", title="2. Status route", order=20, how="""
+@measure("status", title="2. Status and metrics routes", order=20, how="""
     One uvicorn process serving the app with LitestreamLifespan (file replica, default
-    settings). `/_litestream/status` against the app's own JSON route `/json`: throughput
+    settings). `/_litestream/status` and `/_litestream/metrics` (Prometheus text, ours and
+    Litestream's) against the app's own JSON route `/json`: throughput
     with `wrk -t1 -c32 -d1s`, latency with `wrk -t1 -c1 -d1s` (one request at a time, so
     it is the route's own time, not queueing), 5 rounds in shuffled order, medians.
     Latency ratio = JSON route ÷ status route (≥ 0.9: the status route is at most ~11 %
@@ -70,6 +72,9 @@ async def status_route(ctx: Context) -> list[Figure]:
         Figure(name="throughput, status ÷ JSON route", value=rps("status") / rps("json"),
                unit="x", target=TARGET,
                detail=f"{rps('status'):,.0f} vs {rps('json'):,.0f} req/s (32 connections)"),
+        Figure(name="throughput, metrics ÷ JSON route", value=rps("metrics") / rps("json"),
+               unit="x", target=TARGET,
+               detail=f"{rps('metrics'):,.0f} vs {rps('json'):,.0f} req/s (32 connections)"),
         Figure(name="latency p50, JSON route ÷ status", value=p50("json") / p50("status"),
                unit="x", target=TARGET,
                detail=f"status p50 {p50('status'):.3f} ms / p99 {p99('status'):.3f} ms; JSON "
