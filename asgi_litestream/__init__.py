@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from ._backups import RestorePoint, list_restore_points, restore_to
 from ._config import Database, Settings
 from ._exceptions import (
     BinaryError,
@@ -38,6 +39,7 @@ __all__ = [
     "LitestreamError",
     "LitestreamLifespan",
     "RestoreError",
+    "RestorePoint",
     "Settings",
     "StartupError",
     "State",
@@ -50,6 +52,8 @@ __all__ = [
     "durable",
     "durable_endpoint",
     "get_supervisor",
+    "list_restore_points",
+    "restore_to",
     "start_litestream",
     "status",
     "stop_litestream",

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from asgi_litestream._config import Database
+from asgi_litestream._leader import Leadership
 from asgi_litestream._release import platform_asset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,6 +267,133 @@ def test_restore_error_hides_the_password(tmp_path: Path) -> None:
     assert "connection refused" in result.stderr
     assert "sftp://backup:***@127.0.0.1:1/app" in result.stderr
     assert "PaSsWoRd-77" not in result.stdout + result.stderr
+
+
+# -- restore to a point in time, backups -------------------------------------------
+
+
+def _backups(backed_up: Restore, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli("backups", "--database", str(backed_up.db), "--replica-url",
+               backed_up.replica_url, *args, env={"TMPDIR": str(backed_up.tmpdir)})
+
+
+def test_backups_lists_the_restore_points(backed_up: Restore) -> None:
+    """`backups` prints each restore point (txid, created, size); --json the same points."""
+    listed = _backups(backed_up, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (database,) = json.loads(listed.stdout)["databases"]
+    assert database["path"] == str(backed_up.db)
+    assert database["replica"] == backed_up.replica_url
+    points = database["restore_points"]
+    assert points and set(points[0]) == {"txid", "created", "size", "level", "min_txid"}
+    table = _backups(backed_up)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == f"{backed_up.db}  (replica {backed_up.replica_url})"
+    assert lines[2].split() == ["txid", "created", "(UTC)", "size", "from"]
+    last = points[-1]
+    assert lines[2 + len(points)].split()[:4] == [
+        str(last["txid"]), last["created"], str(last["size"]), "B"]
+    rewound = backed_up.run("--txid", str(last["txid"]), "--output",
+                            str(backed_up.tmpdir.parent / "side.db"))
+    assert rewound.returncode == 0, rewound.stderr
+    assert _notes(backed_up.tmpdir.parent / "side.db") == ["first", "second"]
+    assert list(backed_up.tmpdir.iterdir()) == []
+
+
+def test_backups_of_an_empty_replica(tmp_path: Path) -> None:
+    """A replica with nothing in it lists no restore point, and that is not an error."""
+    args = ("--database", str(tmp_path / "app.db"), "--replica-url", f"file://{tmp_path}/none")
+    table = cli("backups", *args)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout == f"{tmp_path}/app.db  (replica file://{tmp_path}/none)\n  no backup\n"
+    listed = cli("backups", "--json", *args)
+    assert json.loads(listed.stdout)["databases"][0]["restore_points"] == []
+
+
+def test_backups_error_hides_the_password(tmp_path: Path) -> None:
+    """An unreachable sftp replica exits 1; its password is in neither output."""
+    result = cli("backups", "--database", str(tmp_path / "app.db"),
+                 "--replica-url", "sftp://backup:PaSsWoRd-77@127.0.0.1:1/app")
+    assert result.returncode == 1
+    assert "listing the backups of" in result.stderr
+    assert "PaSsWoRd-77" not in result.stdout + result.stderr
+
+
+def test_restore_to_a_time_before_any_backup_fails(backed_up: Restore) -> None:
+    """A --timestamp older than every restore point exits 1 and writes nothing."""
+    result = backed_up.run("--timestamp", "2000-01-01T00:00:00Z")
+    assert result.returncode == 1
+    assert "has no restore point before 2000-01-01T00:00:00Z" in result.stderr
+    assert "asgi-litestream backups" in result.stderr
+    assert not backed_up.db.exists()
+
+
+def test_restore_to_a_time_in_place_follows_the_existing_rules(backed_up: Restore) -> None:
+    """Without --output a --timestamp restores the database itself: a missing one is
+    written, an existing one is kept unless --force."""
+    later = "2999-01-01T00:00:00Z"  # after every point: the latest state
+    restored = backed_up.run("--timestamp", later)
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.startswith(f"restored {backed_up.db} as of txid ")
+    assert _notes(backed_up.db) == ["first", "second"]
+    _write_notes(backed_up.db, "local")
+    refused = backed_up.run("--timestamp", later)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    forced = backed_up.run("--timestamp", later, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert _notes(backed_up.db) == ["first", "second"]
+
+
+def test_restore_output_refuses_force(backed_up: Restore, tmp_path: Path) -> None:
+    """--output never overwrites, so --force with it is refused rather than ignored."""
+    result = backed_up.run("--output", str(tmp_path / "x.db"), "--force")
+    assert result.returncode == 1
+    assert "--output never overwrites" in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_restore_one_of_several_databases_with_only(tmp_path: Path, litestream_bin: Path) -> None:
+    """--output and --txid need one database: --only picks it and keeps its replica URL."""
+    (tmp_path / "data").mkdir()
+    app, users = tmp_path / "data" / "app.db", tmp_path / "data" / "users.db"
+    _write_notes(app, "app row")
+    _replicate_once(litestream_bin, app, f"file://{tmp_path}/replica/app")
+    env = {"ASGI_LITESTREAM_DATABASE": f"{app},{users}",
+           "ASGI_LITESTREAM_REPLICA_URL": f"file://{tmp_path}/replica"}
+    out = tmp_path / "side.db"
+    for flags in (["--output", str(out)], ["--txid", "1"]):
+        refused = cli("restore", *flags, env=env)
+        assert refused.returncode == 1
+        assert f"{flags[0]} restores one database, and 2 are configured" in refused.stderr
+        assert "--only" in refused.stderr
+    result = cli("restore", "--only", "app", "--output", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    assert _notes(out) == ["app row"]
+    listed = cli("backups", "--only", str(users), env=env)
+    assert listed.stdout.splitlines() == [
+        f"{users}  (replica file://{tmp_path}/replica/users)", "  no backup"]
+
+
+def test_restore_force_is_refused_while_an_app_holds_the_database(backed_up: Restore) -> None:
+    """While another process leads the database, `restore --force` (latest or to a point)
+    exits 1 and leaves it alone; once the lock is free, --force replaces it."""
+    _write_notes(backed_up.db, "local")
+    app = Leadership((Database(path=backed_up.db, replica_url=backed_up.replica_url),))
+    assert app.try_lead()
+    app.publish(state="running")
+    try:
+        for args in (["--force"], ["--force", "--timestamp", "2999-01-01T00:00:00Z"]):
+            refused = backed_up.run(*args)
+            assert refused.returncode == 1
+            assert (f"{backed_up.db} is in use: an app is running it (pid {os.getpid()})"
+                    in refused.stderr)
+            assert _notes(backed_up.db) == ["local"]
+    finally:
+        app.resign()
+    forced = backed_up.run("--force")
+    assert forced.returncode == 0, forced.stderr
+    assert _notes(backed_up.db) == ["first", "second"]
 
 
 # -- status --------------------------------------------------------------------

@@ -85,3 +85,41 @@ async def test_verify_interval_runs_in_the_background(
             while (await http.get("/_litestream/status")).json()["verification"] is None:
                 await anyio.sleep(0.1)
         assert (await http.get("/_litestream/status")).json()["verification"]["ok"] is True
+
+
+def verify_cli(tmp_path: Path, litestream_bin: Path, *extra: str):  # type: ignore[no-untyped-def]
+    from tests.test_cli import cli
+
+    return cli("verify", "--database", str(tmp_path / "app.db"),
+               "--replica-url", f"file://{tmp_path}/replica", *extra,
+               env={"ASGI_LITESTREAM_BIN_PATH": str(litestream_bin)})
+
+
+async def test_the_cli_verifies_against_the_running_app_then_alone(
+    tmp_path: Path, litestream_bin: Path
+) -> None:
+    """`asgi-litestream verify`: exit 0 and the app's position compared while it runs;
+    exit 0 with the position not compared once it stopped; exit 1 on a damaged replica;
+    exit 2 when it cannot run at all."""
+    app = file_app(tmp_path, litestream_bin)
+    async with lifespan(app) as state, client(app, state) as http:
+        await write_rows(http, 5)
+        running = await anyio.to_thread.run_sync(verify_cli, tmp_path, litestream_bin)
+    assert running.returncode == 0, running.stderr
+    assert "(the app was at " in running.stdout and "integrity ok" in running.stdout
+
+    alone = verify_cli(tmp_path, litestream_bin, "--json")
+    assert alone.returncode == 0, alone.stderr
+    assert '"ok": true' in alone.stdout
+
+    for ltx in (tmp_path / "replica").rglob("*.ltx"):
+        ltx.write_bytes(ltx.read_bytes()[:40])
+    damaged = verify_cli(tmp_path, litestream_bin)
+    assert damaged.returncode == 1 and damaged.stdout.startswith("FAILED "), damaged.stdout
+
+    from tests.test_cli import cli
+
+    broken = cli("verify", "--database", str(tmp_path / "app.db"),
+                 "--replica-url", f"file://{tmp_path}/replica",
+                 env={"ASGI_LITESTREAM_BIN_PATH": str(tmp_path / "no-such-binary")})
+    assert broken.returncode == 2, broken.stderr
