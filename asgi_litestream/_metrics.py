@@ -13,10 +13,14 @@ clash with the app's own in a shared registry.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import httpx
+
+from ._control import QUIET_URLS
 from ._status import Role, State, snapshot
 
 if TYPE_CHECKING:
@@ -24,6 +28,27 @@ if TYPE_CHECKING:
 
 # Seconds; a durable wait is one or two syncs, tens of milliseconds on a healthy replica.
 SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LitestreamScrape:
+    """Litestream's own metrics, fetched in the background: a scrape of ours never
+    waits on Litestream. ``text`` is the last answer ("" when there is none)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    async def run(self, address: Callable[[], str | None], interval: float) -> None:
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+            while True:
+                found = address()
+                if found:
+                    url = f"http://{found}/metrics"
+                    QUIET_URLS.add(url)  # kept out of the httpx logger, like the socket
+                    try:
+                        self.text = (await http.get(url)).text
+                    except httpx.HTTPError:
+                        self.text = ""
+                await anyio.sleep(interval)
 
 
 @dataclass(slots=True)
@@ -65,7 +90,7 @@ def service_metrics(service: ReplicationService) -> str:
         snapshot(service), sync=syncs.stats if syncs is not None else SyncStats(),
         sync_rounds=syncs.rounds if syncs is not None else 0,
         flush_seconds=service.keeper.last_flush_seconds,
-        litestream=service.litestream_metrics,
+        litestream=service.scrape.text,
     )
 
 

@@ -82,7 +82,7 @@ class Routes:
             return
         syncs = service.syncs
         stats = syncs.stats if syncs is not None else SyncStats()
-        key = (snapshot_key(service), stats.callers, service.litestream_metrics,
+        key = (snapshot_key(service), stats.callers, service.scrape.text,
                service.keeper.last_flush_seconds)
         if key != self._metrics_key:
             self._metrics_cache = service_metrics(service).encode()

@@ -29,11 +29,10 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import anyio.to_thread
-import httpx
 
 from ._child import replicate_command
 from ._config import Settings
-from ._control import QUIET_URLS, ControlClient, ControlError
+from ._control import ControlClient, ControlError
 from ._election import Election
 from ._exceptions import StartupError, SyncError
 from ._group_sync import DurableSyncs
@@ -41,6 +40,7 @@ from ._health import HealthPoller
 from ._keeper import Keeper
 from ._leader import Leadership
 from ._logs import LitestreamLog
+from ._metrics import LitestreamScrape
 from ._restore import restore_on_boot
 from ._status import Role, State
 from ._verify import Verification, verify
@@ -77,7 +77,7 @@ class ReplicationService:
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish)
         self.last_verification: Verification | None = None
         self.metrics_addr = metrics_addr  # Litestream's /metrics (ours; or none)
-        self.litestream_metrics = ""  # its last scrape, ours or the leader's
+        self.scrape = LitestreamScrape()  # its /metrics, fetched in the background
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
 
@@ -127,7 +127,8 @@ class ReplicationService:
                     task_group.start_soon(self._watch_leader)
                     task_group.start_soon(self._poll_health)
                     if self.settings.metrics_path is not None:
-                        task_group.start_soon(self._scrape_litestream_metrics)
+                        task_group.start_soon(self.scrape.run, self._metrics_address,
+                                              self.settings.health_interval)
                     if self.settings.verify_interval is not None:
                         task_group.start_soon(self._verify_every, self.settings.verify_interval)
                     task_status.started()
@@ -338,22 +339,14 @@ class ReplicationService:
         if control is not None:
             self.election.leader_ok = await self.health.poll(control)
 
-    async def _scrape_litestream_metrics(self) -> None:
-        """Litestream's own metrics, fetched in the background: a scrape of ours never
-        waits on it. A standby scrapes the leader's Litestream."""
-        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
-            while not self.keeper.closing:
-                addr = (self.election.leader.get("metrics_addr") if self.role is Role.STANDBY
-                        else self.metrics_addr)
-                if addr and self.running:
-                    url = f"http://{addr}/metrics"
-                    QUIET_URLS.add(url)
-                    try:
-                        response = await http.get(url)
-                        self.litestream_metrics = response.text
-                    except httpx.HTTPError:
-                        self.litestream_metrics = ""
-                await anyio.sleep(self.settings.health_interval)
+    def _metrics_address(self) -> str | None:
+        """Where Litestream's own metrics are: ours, or the leader's on a standby."""
+        if not self.running:
+            return None
+        if self.role is Role.STANDBY:
+            address = self.election.leader.get("metrics_addr")
+            return address if isinstance(address, str) else None
+        return self.metrics_addr
 
     # -- small things -------------------------------------------------------------------
 
