@@ -227,10 +227,10 @@ def _databases(database: Any, replica_url: Any) -> tuple[Database, ...]:
                 "pass replica_url='s3://bucket/app' (or 'file:///backups/app') "
                 "or set ASGI_LITESTREAM_REPLICA_URL",
             )
-        if isinstance(database, (str, os.PathLike)):
+        if isinstance(database, (str, os.PathLike)) or _sqlalchemy_url(database):
             raw = [database]
-        elif isinstance(database, Iterable):
-            raw = list(database)
+        elif isinstance(database, Iterable) and not hasattr(database, "_fields"):
+            raw = list(database)  # a named tuple is one value, never a list of them
         else:
             raise ConfigError("database", database, "must be a path, a sqlite:/// URL or a "
                               "list of them", "pass database='app.db'")
@@ -260,7 +260,22 @@ def _databases(database: Any, replica_url: Any) -> tuple[Database, ...]:
     return tuple(Database(path=p, replica_url=u) for p, u in pairs)
 
 
+def _sqlalchemy_url(value: Any) -> Any:
+    """The SQLAlchemy ``URL`` of an ``Engine``, ``AsyncEngine`` or ``URL`` (duck-typed:
+    SQLAlchemy is never imported); None for anything else."""
+    url = getattr(value, "url", value)
+    if hasattr(url, "drivername") and hasattr(url, "database"):
+        return url
+    return None
+
+
 def _db_path(value: Any) -> Path:
+    url = _sqlalchemy_url(value)
+    if url is not None:
+        if not str(url.drivername).startswith("sqlite"):
+            raise ConfigError("database", str(url.drivername), "is not a SQLite engine",
+                              "Litestream replicates SQLite only: pass a sqlite:/// engine")
+        value = url.database or ":memory:"  # a URL's database is its file path
     if not isinstance(value, (str, os.PathLike)):
         raise ConfigError("database", value, "must be a path or a sqlite:/// URL",
                           "pass database='app.db' or 'sqlite:///app.db'")

@@ -180,3 +180,24 @@ def test_secret_references_keep_the_host_and_the_encoding(tmp_path: Path) -> Non
     env = settings.child_env({})
     assert env["ASGI_LITESTREAM_REPLICA_0_SAS"] == "sig%3Dab%2Bcd%26x"
     assert "sig=ab+cd&x" in settings.secrets()
+
+
+def test_a_sqlalchemy_engine_or_url_names_its_database(tmp_path: Path) -> None:
+    """database=engine or engine.url: the file it opens (a URL is a named tuple, never
+    taken for a list); a non-SQLite engine is refused with the fix."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    db = tmp_path / "app.db"
+    engine = create_engine(f"sqlite:///{db}")
+    for handle in (engine, engine.url, make_url(f"sqlite+pysqlite:///{db}"), [engine.url]):
+        settings = Settings.from_options(environ={}, database=handle,
+                                         replica_url=f"file://{tmp_path}/r")
+        assert [d.path for d in settings.databases] == [db]
+    engine.dispose()
+    with pytest.raises(ConfigError, match="not a SQLite engine"):
+        Settings.from_options(environ={}, database=make_url("postgresql://u@h/db"),
+                              replica_url=f"file://{tmp_path}/r")
+    with pytest.raises(ConfigError, match="not a database file path"):
+        Settings.from_options(environ={}, database=make_url("sqlite://"),
+                              replica_url=f"file://{tmp_path}/r")
