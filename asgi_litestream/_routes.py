@@ -8,16 +8,22 @@ import base64
 import binascii
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from ._backups import list_restore_points
 from ._config import Settings
+from ._exceptions import LitestreamError
 from ._metrics import SyncStats, service_metrics
 from ._service import ReplicationService
 from ._status import snapshot, snapshot_key
 
+_POINTS_EVERY = 60.0  # seconds between two listings of the restore points
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
@@ -44,6 +50,8 @@ class Routes:
         self._status_cache: tuple[bytes, bool, bool] = (b"", False, False)
         self._metrics_key: tuple[object, ...] = ()
         self._metrics_cache = b""
+        self._points_cache: tuple[float, dict[str, list[dict[str, Any]]] | None] = (
+            -_POINTS_EVERY, None)
 
     # -- status -----------------------------------------------------------------
 
@@ -106,8 +114,30 @@ class Routes:
         from ._dashboard import render_dashboard  # only when someone looks
 
         page = render_dashboard(snapshot(service), service.health.history(),
-                                restore_points=None)
+                                restore_points=await self._restore_points(service))
         await _respond(send, 200, page.encode(), _HTML, head=scope["method"] == "HEAD")
+
+
+    async def _restore_points(self, service: ReplicationService
+                              ) -> dict[str, list[dict[str, Any]]] | None:
+        """What the replicas hold, listed at most once a minute (it runs `litestream
+        ltx`); None when it cannot be listed."""
+        cached_at, points = self._points_cache
+        if time.monotonic() - cached_at < _POINTS_EVERY:
+            return points
+        try:
+            found = await anyio.to_thread.run_sync(
+                list_restore_points, service.settings, service.binary)
+        except LitestreamError:
+            points = None
+        else:
+            points = {}
+            for point in found:
+                points.setdefault(str(point.database), []).append({
+                    "end": point.created.isoformat().replace("+00:00", "Z"),
+                    "min_txid": point.min_txid, "max_txid": point.txid, "size": point.size})
+        self._points_cache = (time.monotonic(), points)
+        return points
 
 
 def _refusal(settings: Settings, scope: Scope, receive: Receive

@@ -20,6 +20,15 @@ if command -v npm >/dev/null && command -v node >/dev/null; then
             || echo "s3rver could not be installed: its tests will be skipped" >&2
     fi
 fi
+# Chromium (Debian's package) for the status page's browser tests; skipped without it.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+    as_root=(env DEBIAN_FRONTEND=noninteractive)
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo -n "${as_root[@]}")
+    { "${as_root[@]}" apt-get install -y -q chromium >/dev/null 2>&1 \
+        || { "${as_root[@]}" apt-get update -q >/dev/null 2>&1 \
+             && "${as_root[@]}" apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+        || echo "chromium could not be installed: the browser tests will be skipped" >&2
+fi
 "$venv/bin/python" -m ruff check asgi_litestream tests examples
 "$venv/bin/python" -m mypy
 set +e
