@@ -3,7 +3,8 @@
 page with basic auth, and the test reads the DOM it rendered and its screenshots. No
 secret reaches the page, the status route or the metrics route.
 
-UPDATE_SCREENSHOT=1 also copies the screenshot to docs/dashboard.png (the README's)."""
+UPDATE_SCREENSHOT=1 also copies the screenshot to examples/fastapi_app/dashboard.png
+(the README's)."""
 
 from __future__ import annotations
 
@@ -217,7 +218,8 @@ def test_the_page_renders_in_chromium(
     _, _, corner = png_size_and_corner(shots["dark"])
     assert max(corner) < 60, corner  # prefers-color-scheme: dark
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(shots["desktop"], ROOT / "docs" / "dashboard.png")
+        shutil.copyfile(shots["desktop"],
+                        ROOT / "examples" / "fastapi_app" / "dashboard.png")
 
 
 def test_no_secret_reaches_the_page_the_status_or_the_metrics(
