@@ -155,6 +155,7 @@ class Settings:
         # Litestream 0.5 cannot start any S3 replica while AWS_CA_BUNDLE is set
         # (upstream #639); a custom CA still works through SSL_CERT_FILE/DIR.
         env.pop("AWS_CA_BUNDLE", None)
+        env.pop("ASGI_LITESTREAM_DASHBOARD_PASSWORD", None)  # ours, not Litestream's
         if self.access_key_id:
             env["LITESTREAM_ACCESS_KEY_ID"] = self.access_key_id
         if self.secret_access_key:

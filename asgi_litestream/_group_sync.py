@@ -45,10 +45,14 @@ class GroupSync:
         if self._forming is None:
             self._forming = _Round()
             if not self._running:
-                self._running = True
                 # In the supervisor's task group: a caller that gives up (timeout,
                 # client gone) must not cancel the round the others wait on.
-                self._task_group.start_soon(self._run_rounds)
+                try:
+                    self._task_group.start_soon(self._run_rounds)
+                except RuntimeError:  # the task group is gone: shut down
+                    self._forming = None
+                    raise SyncError("Litestream has shut down: nothing replicates") from None
+                self._running = True
         joined = self._forming
         with anyio.move_on_after(timeout):
             await joined.done.wait()

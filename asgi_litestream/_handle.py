@@ -62,6 +62,16 @@ class Supervisor:
         return self._service.keeper.restarts
 
     @property
+    def version(self) -> str | None:
+        """Litestream's version, once it has run."""
+        return self._service.keeper.version
+
+    @property
+    def last_flush_ok(self) -> bool | None:
+        """Whether the last flush (stop() or shutdown) reached every replica."""
+        return self._service.keeper.last_flush_ok
+
+    @property
     def config_path(self) -> Path:
         """Litestream's generated config file (no secret in it)."""
         return self._service.config_path

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ import anyio
 
 from ._config import Database
 from ._status import State
+
+logger = logging.getLogger("asgi_litestream")
 
 # How long a standby at shutdown looks for the leader to start stopping too.
 _LEADER_STOP_GRACE = 1.0
@@ -57,6 +60,7 @@ class Leadership:
         self.paths = sorted(db.path for db in databases)
         self._leader_fds: list[int] = []
         self._member_fds: list[int] = []
+        self._publish_failed = False
 
     @property
     def leading(self) -> bool:
@@ -74,11 +78,22 @@ class Leadership:
         return self.leading
 
     def publish(self, **info: Any) -> None:
-        """Tell the standbys who leads and where its control socket is."""
+        """Tell the standbys who leads and where its control socket is. Best effort:
+        a full or failing disk must never stop a flush or a shutdown (the standbys
+        then see stale news, and at worst wait a bounded while)."""
         data = json.dumps({"pid": os.getpid(), **info}).encode()
         for fd in self._leader_fds:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
+            try:
+                # Write past the old content first, then cut: a reader never sees an
+                # empty file, at worst the new text followed by old bytes (invalid JSON,
+                # which it reads as "no news" and asks again).
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+            except OSError as exc:
+                if not self._publish_failed:
+                    logger.warning("cannot update %s for the other workers: %s",
+                                   _lock_path(self.paths[0], "leader"), exc)
+                self._publish_failed = True
 
     def leader_info(self) -> dict[str, Any] | None:
         """What the current leader published (None if nobody has, or mid-write)."""
@@ -90,11 +105,13 @@ class Leadership:
         return info if isinstance(info, dict) else None
 
     def resign(self) -> None:
-        if self._leader_fds:
-            self.publish(state="stopped")
-        for fd in self._leader_fds:
-            os.close(fd)  # Litestream's inherited copy is gone by now
-        self._leader_fds = []
+        try:
+            if self._leader_fds:
+                self.publish(state="stopped")
+        finally:
+            for fd in self._leader_fds:
+                os.close(fd)  # Litestream's inherited copy is gone by now
+            self._leader_fds = []
 
     def join(self) -> bool:
         """Count this worker among those serving (shared lock on each database)."""
@@ -145,7 +162,11 @@ class Leadership:
         grace = time.monotonic() + _LEADER_STOP_GRACE
         with anyio.move_on_after(limit):
             while True:
-                state = (self.leader_info() or {}).get("state")
+                info = self.leader_info()
+                if info is None:  # mid-write: look again
+                    await anyio.sleep(0.02)
+                    continue
+                state = info.get("state")
                 if state != State.STOPPING.value and (
                     state != State.RUNNING.value or time.monotonic() > grace
                 ):

@@ -92,12 +92,15 @@ async def restore_on_boot(
     delay, attempt = 1.0, 0
     while True:
         attempt += 1
-        reason = await _endpoint_problem(database.replica_url)
+        reason = await _endpoint_problem(database.replica_url, env)
         found = None
         if reason is None:
+            # Doubling: a slow but healthy replica (a big listing, a far region) gets
+            # its time, and a dead one is still named within seconds.
+            attempt_timeout = min(_ATTEMPT_TIMEOUT * 2 ** (attempt - 1), 60.0)
             found, reason = await _probe(
                 binary, config_path, target, env, secrets,
-                min(_ATTEMPT_TIMEOUT, max(deadline - time.monotonic(), 1)))
+                min(attempt_timeout, max(deadline - time.monotonic(), 1)))
         if found is not None:
             break
         remaining = deadline - time.monotonic()
@@ -157,9 +160,13 @@ async def _probe(binary: Path, config_path: Path, target: Path, env: Mapping[str
     return None, f"no answer within {timeout:.0f}s (unreachable, or a hung endpoint)"
 
 
-async def _endpoint_problem(replica_url: str) -> str | None:
+async def _endpoint_problem(replica_url: str, env: Mapping[str, str]) -> str | None:
     """Why the replica's explicit endpoint (``?endpoint=``) cannot be connected to, if
-    it cannot: Litestream itself retries a refused connection for minutes in silence."""
+    it cannot: Litestream itself retries a refused connection for minutes in silence.
+    Not asked behind a proxy, which Litestream uses and a direct connection would not."""
+    if any(env.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                       "http_proxy", "ALL_PROXY", "all_proxy")):
+        return None
     endpoint = dict(parse_qsl(urlsplit(replica_url).query)).get("endpoint", "")
     parts = urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
     if not endpoint or not parts.hostname:

@@ -24,6 +24,7 @@ from ._service import ReplicationService
 from ._status import snapshot, snapshot_key
 
 _POINTS_EVERY = 60.0  # seconds between two listings of the restore points
+_POINTS_TIMEOUT = 10.0  # a page never waits longer for them
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
@@ -125,10 +126,17 @@ class Routes:
         cached_at, points = self._points_cache
         if time.monotonic() - cached_at < _POINTS_EVERY:
             return points
-        try:
-            found = await anyio.to_thread.run_sync(
-                list_restore_points, service.settings, service.binary)
-        except LitestreamError:
+        # Claimed before listing: page loads meanwhile show the last list.
+        self._points_cache = (time.monotonic(), points)
+        found = None
+        with anyio.move_on_after(_POINTS_TIMEOUT):
+            try:
+                found = await anyio.to_thread.run_sync(
+                    list_restore_points, service.settings, service.binary,
+                    abandon_on_cancel=True)
+            except LitestreamError:
+                pass
+        if found is None:
             points = None
         else:
             points = {}

@@ -76,6 +76,7 @@ class ReplicationService:
                              pass_fds=lambda: self.leadership.fds,
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish)
         self.last_verification: Verification | None = None
+        self._verifying = anyio.Lock()
         self.metrics_addr = metrics_addr  # Litestream's /metrics (ours; or none)
         self.scrape = LitestreamScrape()  # its /metrics, fetched in the background
         self._close_requested = anyio.Event()
@@ -168,18 +169,32 @@ class ReplicationService:
                     await anyio.sleep(_LOCK_POLL)
                 await self._lead()
         except TimeoutError:
+            if self.role is Role.LEADER:
+                raise StartupError(
+                    f"this worker could not restore and start Litestream for {self._paths()} "
+                    f"within {limit:g}s (restore_timeout + startup_timeout). Fix: see the "
+                    "lines above; raise restore_timeout for a large restore") from None
             raise StartupError(
                 f"the worker leading Litestream for {self._paths()} (pid "
-                f"{self.election.leader.get('pid')}) was not replicating within {limit}s. Fix: "
-                "check that worker's logs"
+                f"{self.election.leader.get('pid')}) was not replicating within {limit:g}s. "
+                "Fix: check that worker's logs"
             ) from None
 
     async def _hand_over_and_stop(self) -> None:
+        if self.role is Role.LEADER and self.keeper.child is None and self.state in (
+            State.RESTARTING, State.FAILED,
+        ):
+            await self._start_for_the_final_flush()
+        stopped_by_the_app = self.role is Role.LEADER and self.state is State.STOPPED
         self.keeper.closing = True
         self.keeper.wake()
         try:
             self.leadership.leave()
-            if self.role is Role.LEADER:
+            if stopped_by_the_app:
+                logger.warning("litestream %r: no final flush: the app stopped Litestream "
+                               "(stop_litestream) and did not start it again; rows written "
+                               "since are not in the replica", self.settings.name)
+            elif self.role is Role.LEADER:
                 if self.keeper.child is not None:
                     self.keeper.set_state(State.STOPPING)  # standbys wait for our flush
                     await self.leadership.wait_for_others(
@@ -192,12 +207,25 @@ class ReplicationService:
                                  "miss the latest rows (see the errors above)",
                                  self.settings.name)
             elif self.role is Role.STANDBY:
+                # The leader flushes database after database, each up to flush_timeout.
+                flushing = (self.settings.flush_timeout + 2) * len(self.settings.databases)
                 await self.leadership.wait_for_leader_to_flush(
-                    self.settings.flush_timeout + self.settings.stop_timeout
-                    + _MAX_HANDOVER_WAIT)
+                    flushing + self.settings.stop_timeout + _MAX_HANDOVER_WAIT)
         finally:
             async with self.keeper.lock:  # no takeover or spawn may be half-way now
                 self.leadership.resign()
+
+    async def _start_for_the_final_flush(self) -> None:
+        """Litestream is down (crashed, in backoff, or given up) when the app stops: start
+        it once more, so that the last commits still reach the replica."""
+        logger.warning("litestream %r: not running at shutdown (%s); starting it once for "
+                       "the final flush", self.settings.name, self.state.value)
+        with anyio.move_on_after(self.settings.startup_timeout):
+            try:
+                await self.keeper.start()
+            except StartupError as exc:
+                logger.error("litestream %r: could not start it for the final flush: %s",
+                             self.settings.name, exc)
 
     # -- leading and following ----------------------------------------------------
 
@@ -262,6 +290,10 @@ class ReplicationService:
 
     async def verify(self) -> Verification:
         """Restore the replica into a side file and check it (see _verify.py)."""
+        async with self._verifying:  # one at a time: each is a full restore
+            return await self._verify()
+
+    async def _verify(self) -> Verification:
         control = self.election.control() if self.running else None
         result = await verify(self.binary, self.config_path, self.settings.databases,
                               self._env, control=control, scratch=self.config_path.parent,

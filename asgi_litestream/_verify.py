@@ -23,6 +23,7 @@ import json
 import sqlite3
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -80,7 +81,8 @@ async def verify(
     at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     results = []
     for db in databases:
-        side = scratch / f"verify-{db.path.name}"
+        # Unique per call: a background verification and an app's may overlap.
+        side = scratch / f"verify-{uuid.uuid4().hex[:12]}-{db.path.name}"
         try:
             results.append(await _verify_one(binary, config_path, db, env, control=control,
                                              side=side, timeout=timeout, secrets=secrets))
@@ -124,7 +126,9 @@ async def _verify_one(
         return DatabaseVerification(path=path, ok=ok, txid=txid, restored_txid=0,
                                     reason=None if ok else "the replica holds no backup")
     restored = _restored_txid(result.stdout.decode("utf-8", "replace"))
-    check = await anyio.to_thread.run_sync(_integrity_check, side)
+    # A shutdown must not wait for the check of a big copy: abandon the thread (the
+    # side file is removed under it, which SQLite on Linux survives).
+    check = await anyio.to_thread.run_sync(_integrity_check, side, abandon_on_cancel=True)
     if check != "ok":
         return DatabaseVerification(path=path, ok=False, txid=txid, restored_txid=restored,
                                     reason=f"integrity_check of the restored copy: {check}")
