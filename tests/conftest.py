@@ -42,6 +42,19 @@ def _no_litestream_left_behind() -> Iterator[None]:
 
 
 
+def _wait_until_answering(server: subprocess.Popen[bytes], url: str, failure: str) -> None:
+    """Until ``url`` answers at all; fail with ``failure`` if the server dies or 30 s pass."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(failure)
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 HTTP server (moto) on loopback, started for this test session."""
@@ -52,15 +65,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(endpoint + "/moto-api/", timeout=1)
-            break
-        except httpx.TransportError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto did not start: see {log.name}")
-            time.sleep(0.1)
+    _wait_until_answering(server, endpoint + "/moto-api/", f"moto did not start: see {log.name}")
     yield endpoint
     server.terminate()
     server.wait(10)
@@ -77,15 +82,9 @@ def s3rver_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     server = s3rver_server.start(folder / "data", port, folder / "s3rver.log")
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(endpoint + "/", timeout=1)  # any answer (403: unsigned) means up
-            break
-        except httpx.TransportError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"s3rver did not start: see {folder / 's3rver.log'}")
-            time.sleep(0.1)
+    # Any answer (403: unsigned) means it is up.
+    _wait_until_answering(server, endpoint + "/",
+                          f"s3rver did not start: see {folder / 's3rver.log'}")
     yield endpoint
     server.terminate()
     server.wait(10)

@@ -180,6 +180,17 @@ def notes_app(db: Path) -> Starlette:
                              Route("/whoami", whoami)])
 
 
+def file_app(tmp_path: Path, litestream_bin: Path, **options: Any) -> ASGIApp:
+    """The notes app on ``tmp_path/app.db`` behind LitestreamLifespan, replicating to
+    ``tmp_path/replica``."""
+    from asgi_litestream import LitestreamLifespan
+
+    db = tmp_path / "app.db"
+    return LitestreamLifespan(notes_app(db), database=db,
+                              replica_url=f"file://{tmp_path}/replica",
+                              bin_path=litestream_bin, **options)
+
+
 def restore(litestream_bin: Path, replica_url: str, out: Path,
             env: dict[str, str] | None = None) -> list[str]:
     """`litestream restore` the replica into ``out``; return its notes."""

@@ -280,14 +280,18 @@ def any_s3(request: pytest.FixtureRequest) -> S3:
     return request.getfixturevalue("s3" if request.param == "moto" else "s3rver")
 
 
+def s3_app(db: Path, s3: S3, litestream_bin: Path) -> LitestreamLifespan:
+    return LitestreamLifespan(notes_app(db), database=db, replica_url=s3.url(),
+                              bin_path=litestream_bin, access_key_id=s3.access_key_id,
+                              secret_access_key=s3.secret_access_key)
+
+
 @pytest.mark.anyio
 async def test_durable_write_is_in_the_replica(tmp_path: Path, litestream_bin: Path,
                                                any_s3: S3) -> None:
     """A durable write is in the replica when it is acknowledged, before any shutdown."""
     db = tmp_path / "app.db"
-    app = LitestreamLifespan(notes_app(db), database=db, replica_url=any_s3.url(),
-                             bin_path=litestream_bin, access_key_id=any_s3.access_key_id,
-                             secret_access_key=any_s3.secret_access_key)
+    app = s3_app(db, any_s3, litestream_bin)
     async with lifespan(app) as state, client(app, state) as http:
         response = await http.post("/notes/durable", json={"body": "durable"})
         assert response.status_code == 201, response.text
@@ -306,9 +310,7 @@ async def test_missing_database_is_restored_on_boot(tmp_path: Path, litestream_b
                                                     any_s3: S3) -> None:
     """Rows replicated, the database deleted: the next startup restores them."""
     db = tmp_path / "app.db"
-    app = LitestreamLifespan(notes_app(db), database=db, replica_url=any_s3.url(),
-                             bin_path=litestream_bin, access_key_id=any_s3.access_key_id,
-                             secret_access_key=any_s3.secret_access_key)
+    app = s3_app(db, any_s3, litestream_bin)
     async with lifespan(app) as state, client(app, state) as http:
         for body in ("one", "two"):
             assert (await http.post("/notes", json={"body": body})).status_code == 201
@@ -322,9 +324,7 @@ async def test_cli_restores_the_database(tmp_path: Path, litestream_bin: Path,
                                          any_s3: S3) -> None:
     """`asgi-litestream restore` brings a deleted database back from the replica."""
     db = tmp_path / "app.db"
-    app = LitestreamLifespan(notes_app(db), database=db, replica_url=any_s3.url(),
-                             bin_path=litestream_bin, access_key_id=any_s3.access_key_id,
-                             secret_access_key=any_s3.secret_access_key)
+    app = s3_app(db, any_s3, litestream_bin)
     async with lifespan(app) as state, client(app, state) as http:
         assert (await http.post("/notes", json={"body": "cli"})).status_code == 201
     remove_database(db)

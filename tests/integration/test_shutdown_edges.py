@@ -12,19 +12,13 @@ import anyio
 import pytest
 
 import asgi_litestream
-from asgi_litestream import LitestreamLifespan
 from asgi_litestream._config import Database
 from asgi_litestream._leader import Leadership
-from tests.helpers import client, lifespan, notes_app, restore
+from tests.helpers import client, file_app, lifespan, restore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 
-def app_for(tmp_path: Path, litestream_bin: Path, **options: object) -> LitestreamLifespan:
-    db = tmp_path / "app.db"
-    return LitestreamLifespan(notes_app(db), database=db,
-                              replica_url=f"file://{tmp_path}/replica",
-                              bin_path=litestream_bin, **options)  # type: ignore[arg-type]
 
 
 async def test_litestream_down_at_shutdown_is_started_once_for_the_final_flush(
@@ -33,7 +27,7 @@ async def test_litestream_down_at_shutdown_is_started_once_for_the_final_flush(
     """max_restarts=0 and a SIGKILL: Litestream is down (failed) when the app stops;
     the row written meanwhile still reaches the replica."""
     caplog.set_level(logging.INFO, logger="asgi_litestream")
-    app = app_for(tmp_path, litestream_bin, max_restarts=0)
+    app = file_app(tmp_path, litestream_bin, max_restarts=0)
     async with lifespan(app) as state, client(app, state) as http:
         supervisor = state["litestream"]
         assert (await http.post("/notes", json={"body": "before"})).status_code == 201
@@ -54,7 +48,7 @@ async def test_stopped_by_the_app_says_there_was_no_final_flush(
     """stop_litestream() and no start again: the shutdown warns that rows written since
     are not in the replica, and never claims a complete final flush."""
     caplog.set_level(logging.INFO, logger="asgi_litestream")
-    app = app_for(tmp_path, litestream_bin)
+    app = file_app(tmp_path, litestream_bin)
     async with lifespan(app) as state, client(app, state) as http:
         assert await asgi_litestream.stop_litestream() is True
         caplog.clear()
@@ -65,7 +59,7 @@ async def test_stopped_by_the_app_says_there_was_no_final_flush(
 
 async def test_two_verifications_at_once_both_pass(tmp_path: Path, litestream_bin: Path) -> None:
     """An app's verify() during a background one: both succeed (no shared side file)."""
-    app = app_for(tmp_path, litestream_bin)
+    app = file_app(tmp_path, litestream_bin)
     async with lifespan(app) as state, client(app, state) as http:
         assert (await http.post("/notes", json={"body": "one"})).status_code == 201
         results = []

@@ -9,16 +9,11 @@ import anyio
 import pytest
 
 from asgi_litestream import LitestreamLifespan, Verification
-from tests.helpers import S3, client, lifespan, notes_app
+from tests.helpers import S3, client, file_app, lifespan, notes_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 
-def file_app(tmp_path: Path, litestream_bin: Path, **options: object) -> LitestreamLifespan:
-    db = tmp_path / "app.db"
-    return LitestreamLifespan(notes_app(db), database=db,
-                              replica_url=f"file://{tmp_path}/replica",
-                              bin_path=litestream_bin, **options)  # type: ignore[arg-type]
 
 
 async def write_rows(http: object, count: int) -> None:
