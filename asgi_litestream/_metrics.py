@@ -43,6 +43,7 @@ class LitestreamScrape:
         transport = httpx.AsyncHTTPTransport(verify=False)
         async with httpx.AsyncClient(transport=transport, timeout=2, trust_env=False) as http:
             while True:
+                await anyio.sleep(interval)  # first after a while: not during app startup
                 found = address()
                 if not found:
                     self.text = ""  # down: no stale series that look live
@@ -53,7 +54,6 @@ class LitestreamScrape:
                         self.text = (await http.get(url)).text
                     except httpx.HTTPError:
                         self.text = ""
-                await anyio.sleep(interval)
 
 
 @dataclass(slots=True)

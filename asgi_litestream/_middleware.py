@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -89,6 +90,7 @@ class LitestreamLifespan:
             metrics_path=resolve_route("metrics_path", metrics_path, os.environ),
             dashboard_path=resolve_route("dashboard_path", dashboard_path, os.environ),
         )
+        self._route_for = self.routes.paths.get  # bound once: the hot path's only cost
 
     def __repr__(self) -> str:
         return f"LitestreamLifespan(app={self.app!r}, routes={sorted(self.routes.paths)!r})"
@@ -96,7 +98,7 @@ class LitestreamLifespan:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The hot path first: an http request for another path costs one dict lookup.
         if scope["type"] == "http":
-            route = self.routes.paths.get(scope["path"])
+            route = self._route_for(scope["path"])
             if route is not None:
                 await route(scope, receive, send)
                 return
@@ -117,13 +119,7 @@ class LitestreamLifespan:
         workdir: Workdir | None = None
         try:
             settings = Settings.from_options(**self._options)
-            for db in settings.databases:
-                await anyio.to_thread.run_sync(check_database_file, db.path)
-            binary = await anyio.to_thread.run_sync(lambda: find_litestream(
-                settings.bin_path, download=settings.download,
-                download_url=settings.download_url, version=settings.litestream_version,
-                sha256=settings.litestream_sha256,
-            ))
+            binary = await anyio.to_thread.run_sync(_check_files_and_find_binary, settings)
             workdir = private_workdir()
             metrics_addr = loopback_address() if settings.metrics_path else None
             write_config(settings, workdir, metrics_addr=metrics_addr)
@@ -225,3 +221,14 @@ class LitestreamLifespan:
         for message in held:
             await send(message)
         return inner_error
+
+
+def _check_files_and_find_binary(settings: Settings) -> Path:
+    """The blocking part of preflight, in one thread hop: the databases are SQLite
+    (or absent), and the Litestream executable is found (or fetched)."""
+    for db in settings.databases:
+        check_database_file(db.path)
+    return find_litestream(
+        settings.bin_path, download=settings.download, download_url=settings.download_url,
+        version=settings.litestream_version, sha256=settings.litestream_sha256,
+    )
