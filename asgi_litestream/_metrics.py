@@ -42,8 +42,8 @@ class LitestreamScrape:
         # right when the app is starting) and no proxy from the environment.
         transport = httpx.AsyncHTTPTransport(verify=False)
         async with httpx.AsyncClient(transport=transport, timeout=2, trust_env=False) as http:
+            await anyio.sleep(1.0)  # not during the app's own startup
             while True:
-                await anyio.sleep(interval)  # first after a while: not during app startup
                 found = address()
                 if not found:
                     self.text = ""  # down: no stale series that look live
@@ -54,6 +54,7 @@ class LitestreamScrape:
                         self.text = (await http.get(url)).text
                     except httpx.HTTPError:
                         self.text = ""
+                await anyio.sleep(interval)
 
 
 @dataclass(slots=True)

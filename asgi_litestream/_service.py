@@ -128,8 +128,9 @@ class ReplicationService:
                     task_group.start_soon(self._watch_leader)
                     task_group.start_soon(self._poll_health)
                     if self.settings.metrics_path is not None:
+                        # Prometheus scrapes every 15 s or more: no need to ask more often.
                         task_group.start_soon(self.scrape.run, self._metrics_address,
-                                              self.settings.health_interval)
+                                              max(self.settings.health_interval, 10.0))
                     if self.settings.verify_interval is not None:
                         task_group.start_soon(self._verify_every, self.settings.verify_interval)
                     task_status.started()
