@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import time
@@ -22,6 +21,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_litestream import durable
+
+# One /proc walk and one free-port finder for the tests and the benchmarks (re-exported).
+from bench._common import free_port as free_port
+from bench._proc import descendants as descendants
+from bench._proc import is_litestream as is_litestream
 
 
 @dataclass(frozen=True)
@@ -49,12 +53,6 @@ class S3:
                    LITESTREAM_SECRET_ACCESS_KEY=self.secret_access_key)
         return env
 
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def litestream_children() -> list[int]:
@@ -202,40 +200,6 @@ def restore(litestream_bin: Path, replica_url: str, out: Path,
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(out) as conn:
         return [r[0] for r in conn.execute("SELECT body FROM notes ORDER BY id")]
-
-
-def process_tree() -> dict[int, int]:
-    """{pid: parent pid} of every process on the machine."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # The command name may hold spaces and parentheses: split after the last ')'.
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
-
-
-def descendants(root: int) -> list[int]:
-    parents = process_tree()
-    found, frontier = [], [root]
-    while frontier:
-        current = frontier.pop()
-        children = [pid for pid, parent in parents.items() if parent == current]
-        found += children
-        frontier += children
-    return found
-
-
-def is_litestream(pid: int) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z" and any(arg.endswith(b"/litestream") for arg in argv[:1])
 
 
 def is_alive(pid: int) -> bool:
