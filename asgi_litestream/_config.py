@@ -8,6 +8,7 @@ config writer and of the replication service.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -270,7 +271,33 @@ def _sqlalchemy_url(value: Any) -> Any:
     return None
 
 
+def _django_database(alias: str) -> str:
+    """``NAME`` of ``settings.DATABASES[alias]`` (Django imported only for a
+    ``django:`` value)."""
+    try:
+        settings = importlib.import_module("django.conf").settings
+        improperly_configured = importlib.import_module(
+            "django.core.exceptions").ImproperlyConfigured
+    except ImportError:
+        raise ConfigError("database", f"django:{alias}", "Django is not installed",
+                          "pass the database's path instead") from None
+    try:
+        config = settings.DATABASES[alias]
+    except improperly_configured as exc:
+        raise ConfigError("database", f"django:{alias}", f"Django is not configured ({exc})",
+                          "set DJANGO_SETTINGS_MODULE before the app starts") from None
+    except KeyError:
+        raise ConfigError("database", f"django:{alias}", "is not in settings.DATABASES",
+                          f"use one of {', '.join(sorted(settings.DATABASES))}") from None
+    if "sqlite3" not in str(config.get("ENGINE", "")):
+        raise ConfigError("database", f"django:{alias}", f"uses {config.get('ENGINE')}",
+                          "Litestream replicates SQLite only (django.db.backends.sqlite3)")
+    return str(config.get("NAME") or "")
+
+
 def _db_path(value: Any) -> Path:
+    if isinstance(value, str) and value.startswith("django:"):
+        value = _django_database(value.removeprefix("django:") or "default")
     url = _sqlalchemy_url(value)
     if url is not None:
         if not str(url.drivername).startswith("sqlite"):

@@ -125,8 +125,9 @@ def _seconds(name: str, default: float, shown: str, meaning: str, flag: str | No
 OPTIONS: tuple[Option, ...] = (
     Option("database", "database", None, "required",
            "SQLite file path(s): `str`, `Path`, `sqlite:///rel.db`, `sqlite:////abs.db`, "
-           "`sqlite+aiosqlite:///...`, or a list. The folder must exist; the file may not "
-           "yet.", env_note=" (comma-separated)",
+           "`sqlite+aiosqlite:///...`, a SQLAlchemy `Engine` / `AsyncEngine` / `URL`, "
+           "`\"django:default\"` (a `settings.DATABASES` alias), or a list. The folder must "
+           "exist; the file may not yet.", env_note=" (comma-separated)",
            flag="SQLite file or sqlite:/// URL; repeat for several"),
     Option("replica_url", "replica_url", None, "required",
            "Where to replicate: any URL Litestream accepts (`s3://`, `file:///abs/path`, "

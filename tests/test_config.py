@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +205,36 @@ def test_a_sqlalchemy_engine_or_url_names_its_database(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a database file path"):
         Settings.from_options(environ={}, database=make_url("sqlite://"),
                               replica_url=f"file://{tmp_path}/r")
+
+
+def test_a_django_alias_names_its_database(tmp_path: Path) -> None:
+    """database="django:default" reads settings.DATABASES (in a fresh interpreter, so
+    that Django's global settings stay out of this one); a wrong alias names the fix."""
+    (tmp_path / "proj_settings.py").write_text(textwrap.dedent(f"""
+        SECRET_KEY = "x"
+        DATABASES = {{
+            "default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": "{tmp_path}/app.db"}},
+            "other": {{"ENGINE": "django.db.backends.postgresql", "NAME": "x"}},
+        }}
+    """))
+    script = textwrap.dedent(f"""
+        from asgi_litestream import ConfigError, Settings
+        s = Settings.from_options(environ={{}}, database="django:default",
+                                  replica_url="file://{tmp_path}/r")
+        print(s.databases[0].path)
+        for alias in ("other", "missing"):
+            try:
+                Settings.from_options(environ={{}}, database="django:" + alias,
+                                      replica_url="file://{tmp_path}/r")
+            except ConfigError as exc:
+                print(exc)
+    """)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "proj_settings",
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    path, other, missing = result.stdout.splitlines()
+    assert path == str(tmp_path / "app.db")
+    assert "Litestream replicates SQLite only" in other
+    assert "use one of default, other" in missing
