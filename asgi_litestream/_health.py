@@ -15,6 +15,7 @@ from typing import Any
 
 from ._config import Database
 from ._control import ControlClient, ControlError
+from ._sqlite import in_wal_mode
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -43,6 +44,7 @@ class DatabaseHealth:
     last_sync_at: str | None = None  # as Litestream reports it (RFC 3339)
     error: str | None = None
     polled_at: float | None = None
+    journal_warned: bool = False  # warned that the file left WAL mode
     unhealthy_since: float | None = None  # monotonic; set while a stall is reported
     # (txid, monotonic time a poll first saw it), oldest first: local positions
     # the replica did not hold when last polled.
@@ -122,8 +124,19 @@ class HealthPoller:
             return False
         for health in self.databases:
             await self._poll_one(control, health, listed.get(str(health.database.path), {}))
+            self._check_journal(health)
         self._sample()
         return True
+
+    def _check_journal(self, health: DatabaseHealth) -> None:
+        wal = in_wal_mode(health.database.path)
+        if wal is False and not health.journal_warned:
+            logger.warning(
+                "litestream %r: %s is not in WAL mode, so Litestream cannot replicate its "
+                "changes. Fix: remove any PRAGMA journal_mode other than WAL from the app's "
+                "connections (Litestream sets WAL itself)", self.name, health.database.path)
+        if wal is not None:
+            health.journal_warned = not wal
 
     def _sample(self) -> None:
         now, wall = time.monotonic(), time.time()

@@ -40,3 +40,18 @@ def check_database_file(path: Path) -> None:
         raise ConfigError("database", str(path), f"cannot be opened by SQLite ({exc})",
                           "repair it (sqlite3 .recover) or move it away so that it is "
                           "restored from the replica") from None
+
+
+def in_wal_mode(path: Path) -> bool | None:
+    """Whether the database file is in WAL mode (its header's read and write versions
+    are 2); None when it cannot be read yet. Litestream switches a database to WAL and
+    cannot replicate one that an app connection has switched back."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(20)
+    except OSError:
+        return None
+    if len(header) < 20 or not header.startswith(_HEADER):
+        return None
+    return header[18:20] == b"\x02\x02"
+

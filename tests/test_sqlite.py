@@ -59,3 +59,19 @@ def test_startup_refuses_it_before_spawning_litestream(
     assert isinstance(failure.value.error, ConfigError)
     assert path.read_text() == "hello"
     assert not (tmp_path / "replica").exists()
+
+
+def test_wal_mode_is_read_from_the_header(tmp_path: Path) -> None:
+    """WAL → True, a rollback journal → False, nothing readable yet → None."""
+    from asgi_litestream._sqlite import in_wal_mode
+
+    wal, rollback = tmp_path / "wal.db", tmp_path / "rollback.db"
+    for path, mode in ((wal, "wal"), (rollback, "delete")):
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA journal_mode={mode}")
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    assert in_wal_mode(wal) is True
+    assert in_wal_mode(rollback) is False
+    assert in_wal_mode(tmp_path / "missing.db") is None
