@@ -192,9 +192,13 @@ def test_a_sqlalchemy_engine_or_url_names_its_database(tmp_path: Path) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     db = tmp_path / "app.db"
     engine = create_engine(f"sqlite:///{db}")
-    for handle in (engine, engine.url, make_url(f"sqlite+pysqlite:///{db}"), [engine.url]):
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    for handle in (engine, engine.url, make_url(f"sqlite+pysqlite:///{db}"), [engine.url],
+                   async_engine):
         settings = Settings.from_options(environ={}, database=handle,
                                          replica_url=f"file://{tmp_path}/r")
         assert [d.path for d in settings.databases] == [db]
