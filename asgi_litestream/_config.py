@@ -83,6 +83,7 @@ class Settings:
     strict_status: bool = _DEFAULTS["strict_status"]
     restore_if_missing: bool = _DEFAULTS["restore_if_missing"]
     restore_timeout: float = _DEFAULTS["restore_timeout"]
+    sqlite_pragmas: bool = _DEFAULTS["sqlite_pragmas"]
     verify_interval: float | None = None
 
     @classmethod

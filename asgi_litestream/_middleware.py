@@ -29,7 +29,7 @@ from ._logs import show_lifecycle
 from ._options import DEFAULT, OPTION_NAMES
 from ._routes import Routes
 from ._service import ReplicationService
-from ._sqlite import check_database_file
+from ._sqlite import check_database_file, install_pragmas
 from ._workdir import Workdir, loopback_address, private_workdir, write_config
 
 logger = logging.getLogger("asgi_litestream")
@@ -74,6 +74,7 @@ class LitestreamLifespan:
         strict_status: bool | None = None,
         restore_if_missing: bool | None = None,
         restore_timeout: float | None = None,
+        sqlite_pragmas: bool | None = None,
         verify_interval: float | None = None,
     ) -> None:
         # No I/O and no validation here: Starlette builds middleware lazily inside
@@ -120,6 +121,8 @@ class LitestreamLifespan:
         try:
             settings = Settings.from_options(**self._options)
             binary = await anyio.to_thread.run_sync(_check_files_and_find_binary, settings)
+            if settings.sqlite_pragmas:
+                install_pragmas(self._options["database"])
             workdir = private_workdir()
             metrics_addr = loopback_address() if settings.metrics_path else None
             write_config(settings, workdir, metrics_addr=metrics_addr)

@@ -200,6 +200,10 @@ OPTIONS: tuple[Option, ...] = (
              "Bound on that restore, retries included: past it, startup fails (never a "
              "fresh start over a replica that could not be read). See "
              "[Restore on boot](#restore-on-boot)."),
+    Option("sqlite_pragmas", "bool", True, "`True`",
+           "When `database=` is a SQLAlchemy engine: give its connections `busy_timeout = "
+           "5000` and `synchronous = NORMAL`. See [Using your app's database object]"
+           "(#using-your-apps-database-object)."),
     Option("verify_interval", "seconds", None, "off",
            "Verify the backup this often in the background (the leading worker restores "
            "the replica into a side file and checks it); the result is in the status. See "

@@ -396,3 +396,26 @@ async def test_inner_app_failing_at_shutdown_is_reported_as_failed(
             assert asgi_litestream.status() == "running"
     assert isinstance(failure.value.error, RuntimeError)
     assert litestream_children() == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pragmas", [True, False])
+async def test_an_engine_gets_the_safe_pragmas(
+    pragmas: bool, tmp_path: Path, litestream_bin: Path
+) -> None:
+    """database=engine: its connections get busy_timeout 5000 and synchronous NORMAL
+    (FULL, SQLite's default, with sqlite_pragmas=False); it replicates either way."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    app = LitestreamLifespan(notes_app(tmp_path / "app.db"), database=engine,
+                             replica_url=f"file://{tmp_path}/replica",
+                             bin_path=litestream_bin, sqlite_pragmas=pragmas)
+    async with lifespan(app) as state:
+        with engine.connect() as conn:
+            timeout = conn.execute(text("PRAGMA busy_timeout")).scalar()
+            synchronous = conn.execute(text("PRAGMA synchronous")).scalar()
+        assert state["litestream"].running
+    engine.dispose()
+    # Python's sqlite3 already waits 5 s (timeout=5.0): only synchronous differs.
+    assert (timeout, synchronous) == ((5000, 1) if pragmas else (5000, 2))
