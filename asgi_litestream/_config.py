@@ -8,6 +8,7 @@ config writer and of the replication service.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import re
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 
 import yaml
 
+from ._config_file import literal_secrets, read_config_file
 from ._exceptions import ConfigError
 from ._options import DEFAULT, OPTION_NAMES, OPTIONS
 from ._urls import check_replica_url, join_url, redact_url, secret_refs
@@ -41,6 +43,8 @@ class Database:
     path: Path
     # The URL as given; may hold a password in its userinfo, hence no repr.
     replica_url: str = field(repr=False)
+    # The replica's keys as an existing litestream.yml wrote them (config_path=).
+    replica_config: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def replica(self) -> str:
@@ -56,6 +60,9 @@ class Settings:
     """Validated options of one LitestreamLifespan. Build it with :meth:`from_options`."""
 
     databases: tuple[Database, ...]
+    config_path: Path | None = None
+    # The rest of that file's top level (credentials, defaults...), kept as written.
+    file_config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
     name: str = _DEFAULTS["name"]
@@ -109,7 +116,21 @@ class Settings:
             # A replica may trail by a few sync intervals before that means trouble.
             values["max_lag"] = max(10 * values["sync_interval"],
                                     3 * values["health_interval"], 10.0)
-        values["databases"] = _databases(values.pop("database"), values.pop("replica_url"))
+        if values["config_path"] is not None:
+            values["config_path"] = Path(values["config_path"]).expanduser().absolute()
+            for other in ("database", "replica_url"):
+                if values[other] is not None:
+                    raise ConfigError(other, "...", "is also given by config_path="
+                                      f"{str(values['config_path'])!r}",
+                                      f"drop {other}=, or config_path=, not keep both")
+            values.pop("database"), values.pop("replica_url")
+            values["file_config"], found = read_config_file(values["config_path"])
+            values["databases"] = tuple(Database(path=path, replica_url=url,
+                                                 replica_config=replica)
+                                        for path, url, replica in found)
+        else:
+            values["databases"] = _databases(values.pop("database"),
+                                             values.pop("replica_url"))
         values["bin_path"] = _bin_path(values["bin_path"])
         for route in ("status_path", "metrics_path", "dashboard_path"):
             values[route] = _route(route, values[route])
@@ -145,7 +166,9 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value known, so that logs can be scrubbed of them."""
-        found = [self.access_key_id, self.secret_access_key, self.dashboard_password]
+        found = [self.access_key_id, self.secret_access_key, self.dashboard_password,
+                 *literal_secrets(self.file_config),
+                 *(s for db in self.databases for s in literal_secrets(db.replica_config))]
         for index, db in enumerate(self.databases):
             for value in secret_refs(db.replica_url, index)[1].values():
                 found += [value, unquote(value)]
@@ -172,14 +195,15 @@ class Settings:
         query values (``?token=``, ``?sas=``...) are ``${VAR}`` references."""
         dbs = []
         for index, db in enumerate(self.databases):
-            dbs.append({
-                "path": str(db.path),
-                "replica": {
-                    "url": secret_refs(db.replica_url, index)[0],
-                    "sync-interval": _duration(self.sync_interval),
-                },
-            })
+            replica: dict[str, Any] = {"url": db.replica_url,
+                                       "sync-interval": _duration(self.sync_interval)}
+            if db.replica_config is not None:  # as the user's litestream.yml has it
+                replica = copy.deepcopy(db.replica_config)
+            if isinstance(replica.get("url"), str):
+                replica["url"] = secret_refs(replica["url"], index)[0]
+            dbs.append({"path": str(db.path), "replica": replica})
         config: dict[str, Any] = {
+            **copy.deepcopy(self.file_config),
             "logging": {"level": self.log_level, "type": "json"},
             # Litestream retries its own final sync this long after SIGTERM. Our flush
             # (POST /sync with wait) has already run by then on a graceful stop, so keep

@@ -47,6 +47,7 @@ class LitestreamLifespan:
         *,
         database: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
         replica_url: str | Mapping[str | os.PathLike[str], str] | None = None,
+        config_path: str | os.PathLike[str] | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         name: str | None = None,

@@ -134,6 +134,11 @@ OPTIONS: tuple[Option, ...] = (
            "`gs://`, `abs://`, `sftp://user:pass@host/path`, `webdav(s)://`, `nats://`, "
            "`oss://`). Or a mapping `{database: url}` (then `database` is left out).",
            flag="s3://bucket/app, file:///abs, ..."),
+    Option("config_path", "path", None, "unset",
+           "Run from an existing `litestream.yml`: its databases and replicas (with its "
+           "`$VAR` references), our supervision on top. Not with `database` / "
+           "`replica_url`. See [Using your app's database object]"
+           "(#using-your-apps-database-object).", flag="an existing litestream.yml"),
     Option("access_key_id", "secret", None, "unset",
            "S3 credentials. Given only to the child process's environment."),
     Option("secret_access_key", "secret", None, "unset", "Likewise."),

@@ -31,7 +31,8 @@ def test_settings_has_a_field_per_option_with_its_declared_default() -> None:
         if option.name in ("database", "replica_url", "max_lag"):
             continue
         assert fields[option.name].default == option.default, option.name
-    assert set(fields) == (set(OPTION_NAMES) - {"database", "replica_url"}) | {"databases"}
+    assert set(fields) == (set(OPTION_NAMES) - {"database", "replica_url"}) | {
+        "databases", "file_config"}
 
 
 def test_unknown_option_is_refused() -> None:
