@@ -191,7 +191,6 @@ def test_a_sqlalchemy_engine_or_url_names_its_database(tmp_path: Path) -> None:
     taken for a list); a non-SQLite engine is refused with the fix."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
-
     from sqlalchemy.ext.asyncio import create_async_engine
 
     db = tmp_path / "app.db"
