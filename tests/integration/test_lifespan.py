@@ -419,3 +419,26 @@ async def test_an_engine_gets_the_safe_pragmas(
     engine.dispose()
     # Python's sqlite3 already waits 5 s (timeout=5.0): only synchronous differs.
     assert (timeout, synchronous) == ((5000, 1) if pragmas else (5000, 2))
+
+
+@pytest.mark.anyio
+async def test_an_async_engine_replicates_and_restores(tmp_path: Path, litestream_bin: Path
+                                                       ) -> None:
+    """database=AsyncEngine (sqlite+aiosqlite): rows written through it are in the
+    replica after shutdown, and its connections got the pragmas."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    app = LitestreamLifespan(notes_app(tmp_path / "app.db"), database=engine,
+                             replica_url=f"file://{tmp_path}/replica", bin_path=litestream_bin)
+    async with lifespan(app) as state:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+            await conn.execute(text("INSERT INTO notes (body) VALUES ('async')"))
+            synchronous = (await conn.execute(text("PRAGMA synchronous"))).scalar()
+        await state["litestream"].sync()
+    await engine.dispose()
+    assert synchronous == 1
+    assert restore(litestream_bin, f"file://{tmp_path}/replica", tmp_path / "out.db") == [
+        "async"]

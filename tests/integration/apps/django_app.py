@@ -1,7 +1,7 @@
 """Django: wrap ``get_asgi_application()`` (Django's handler refuses lifespan scopes;
 the middleware answers them and passes every request on), under Django's usual name
 ``application``. A one-file project; the database Litestream replicates is Django's
-own ``DATABASES["default"]``."""
+own, named by its alias (``database="django:default"``)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ def create(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [path("notes", create)]
 
-application = LitestreamLifespan(get_asgi_application(),
-                                 database=settings.DATABASES["default"]["NAME"],
+application = LitestreamLifespan(get_asgi_application(), database="django:default",
                                  replica_url=os.environ["NOTES_REPLICA_URL"])
 _notes.log_to_stderr()
