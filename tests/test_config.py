@@ -187,8 +187,8 @@ def test_secret_references_keep_the_host_and_the_encoding(tmp_path: Path) -> Non
 
 
 def test_a_sqlalchemy_engine_or_url_names_its_database(tmp_path: Path) -> None:
-    """database=engine or engine.url: the file it opens (a URL is a named tuple, never
-    taken for a list); a non-SQLite engine is refused with the fix."""
+    """database=engine (SQLAlchemy, async, SQLModel) or engine.url: the file it opens
+    (a URL is a named tuple, never taken for a list); a non-SQLite engine is refused."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -196,8 +196,10 @@ def test_a_sqlalchemy_engine_or_url_names_its_database(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     engine = create_engine(f"sqlite:///{db}")
     async_engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    from sqlmodel import create_engine as sqlmodel_engine
+
     for handle in (engine, engine.url, make_url(f"sqlite+pysqlite:///{db}"), [engine.url],
-                   async_engine):
+                   async_engine, sqlmodel_engine(f"sqlite:///{db}")):
         settings = Settings.from_options(environ={}, database=handle,
                                          replica_url=f"file://{tmp_path}/r")
         assert [d.path for d in settings.databases] == [db]

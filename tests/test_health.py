@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from asgi_litestream._config import Database
 from asgi_litestream._health import DatabaseHealth, overall_health
 
@@ -82,3 +84,47 @@ def test_overall_health() -> None:
     assert overall_health([True, None]) is None
     assert overall_health([None, False]) is False
     assert overall_health([]) is True
+
+
+def test_a_database_out_of_wal_mode_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll finds the file in a rollback journal: one warning with the fix, not one per
+    poll; back in WAL, a later change is warned about again."""
+    import sqlite3
+
+    import anyio
+
+    from asgi_litestream._control import SyncResult
+    from asgi_litestream._health import HealthPoller
+
+    db = tmp_path / "app.db"
+
+    def journal(mode: str) -> None:
+        conn = sqlite3.connect(db)
+        conn.execute(f"PRAGMA journal_mode={mode}")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        conn.commit()
+        conn.close()
+
+    class Control:  # what HealthPoller asks of the control socket
+        async def databases(self) -> list[dict[str, str]]:
+            return [{"path": str(db), "status": "replicating"}]
+
+        async def sync(self, path: Path, *, wait: bool, timeout: float) -> SyncResult:
+            return SyncResult(status="ok", txid=1, replicated_txid=1)
+
+    poller = HealthPoller((Database(path=db, replica_url="file:///r"),), name="t", max_lag=10)
+
+    async def polls(count: int) -> None:
+        for _ in range(count):
+            await poller.poll(Control())  # type: ignore[arg-type]
+
+    journal("delete")
+    anyio.run(polls, 3)
+    assert caplog.text.count("is not in WAL mode") == 1
+    journal("wal")
+    anyio.run(polls, 1)
+    journal("delete")
+    anyio.run(polls, 2)
+    assert caplog.text.count("is not in WAL mode") == 2
