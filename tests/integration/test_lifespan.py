@@ -442,3 +442,28 @@ async def test_an_async_engine_replicates_and_restores(tmp_path: Path, litestrea
     assert synchronous == 1
     assert restore(litestream_bin, f"file://{tmp_path}/replica", tmp_path / "out.db") == [
         "async"]
+
+
+@pytest.mark.anyio
+async def test_a_sqlmodel_engine_replicates_and_restores(tmp_path: Path, litestream_bin: Path
+                                                         ) -> None:
+    """database=<SQLModel engine>: rows a SQLModel session commits are in the replica."""
+    from sqlmodel import Field, Session, SQLModel, create_engine
+
+    class Note(SQLModel, table=True):
+        __tablename__ = "notes"
+        id: int | None = Field(default=None, primary_key=True)
+        body: str
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    app = LitestreamLifespan(notes_app(tmp_path / "app.db"), database=engine,
+                             replica_url=f"file://{tmp_path}/replica", bin_path=litestream_bin)
+    async with lifespan(app):
+        SQLModel.metadata.create_all(engine, tables=[Note.__table__])  # type: ignore[list-item]
+        with Session(engine) as session:
+            session.add(Note(body="sqlmodel"))
+            session.commit()
+    engine.dispose()
+    SQLModel.metadata.remove(Note.__table__)  # type: ignore[arg-type]
+    assert restore(litestream_bin, f"file://{tmp_path}/replica", tmp_path / "out.db") == [
+        "sqlmodel"]
