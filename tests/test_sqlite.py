@@ -36,7 +36,7 @@ def test_a_sqlite_header_with_garbage_after_it_is_refused(tmp_path: Path) -> Non
     """The right header on a file SQLite cannot read is refused too."""
     path = tmp_path / "app.db"
     path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
-    with pytest.raises(ConfigError, match="cannot be opened by SQLite"):
+    with pytest.raises(ConfigError, match="is not a SQLite database SQLite can read"):
         check_database_file(path)
 
 
