@@ -106,13 +106,13 @@ class Supervisor:
         """Prove the backup: restore the replica into a side file (never over the
         database), check that it holds every transaction committed before the call and
         passes SQLite's integrity check. The result also goes to the status."""
-        return await self._service.verify()
+        return await self._service.verifier.verify()
 
     async def start(self) -> None:
         """Start Litestream again after stop(); a no-op when it runs."""
-        await self._service.start()
+        await self._service.keeper.start()
 
     async def stop(self) -> bool:
         """Flush every database to its replica, then stop Litestream (the app keeps
         serving). Returns whether the flush reached every replica."""
-        return await self._service.stop()
+        return await self._service.keeper.stop()

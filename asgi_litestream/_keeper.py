@@ -84,6 +84,18 @@ class Keeper:
                 raise
             self._wake.set()
 
+    async def start_for_the_final_flush(self) -> None:
+        """Litestream is down (crashed, in backoff, or given up) when the app stops: start
+        it once more, so that the last commits still reach the replica."""
+        logger.warning("litestream %r: not running at shutdown (%s); starting it once for "
+                       "the final flush", self.settings.name, self.state.value)
+        with anyio.move_on_after(self.settings.startup_timeout):
+            try:
+                await self.start()
+            except StartupError as exc:
+                logger.error("litestream %r: could not start it for the final flush: %s",
+                             self.settings.name, exc)
+
     async def keep_alive(self) -> None:
         """The service's task: restart Litestream whenever it exits unasked."""
         while not self.closing:

@@ -8,14 +8,14 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
 
-from ._config import Database
+from ._config import Database, Settings
 from ._exceptions import RestoreError
 from ._logs import scrub
 
@@ -190,3 +190,15 @@ async def _log_progress(label: str, target: Path, started: float) -> None:
     while True:
         await anyio.sleep(_PROGRESS_EVERY)
         logger.info("%s still restoring %s (%.0fs)", label, target, time.monotonic() - started)
+
+
+async def restore_missing(binary: Path, config_path: Path, settings: Settings,
+                          env: Mapping[str, str], *, on_start: Callable[[], None]) -> None:
+    """Restore on boot every configured database whose file does not exist."""
+    missing = [db for db in settings.databases if not db.path.exists()]
+    if missing:
+        on_start()
+    for db in missing:
+        await restore_on_boot(binary, config_path, db, env, name=settings.name,
+                              timeout=settings.restore_timeout, secrets=settings.secrets())
+

@@ -41,9 +41,9 @@ from ._keeper import Keeper
 from ._leader import Leadership
 from ._logs import LitestreamLog
 from ._metrics import LitestreamScrape
-from ._restore import restore_on_boot
+from ._restore import restore_missing
 from ._status import Role, State
-from ._verify import Verification, verify
+from ._verify import Verifier
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
 logger = logging.getLogger("asgi_litestream")
@@ -75,8 +75,11 @@ class ReplicationService:
                              env=self._env, control=self.control, log=self.log,
                              pass_fds=lambda: self.leadership.fds,
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish)
-        self.last_verification: Verification | None = None
-        self._verifying = anyio.Lock()
+        self.verifier = Verifier(
+            name=settings.name, binary=binary, config_path=self.config_path,
+            databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
+            secrets=settings.secrets(), on_result=self._publish,
+            control=lambda: self.election.control() if self.running else None)
         self.metrics_addr = metrics_addr  # Litestream's /metrics (ours; or none)
         self.scrape = LitestreamScrape()  # its /metrics, fetched in the background
         self._close_requested = anyio.Event()
@@ -132,7 +135,9 @@ class ReplicationService:
                         task_group.start_soon(self.scrape.run, self._metrics_address,
                                               max(self.settings.health_interval, 10.0))
                     if self.settings.verify_interval is not None:
-                        task_group.start_soon(self._verify_every, self.settings.verify_interval)
+                        task_group.start_soon(
+                            self.verifier.every, self.settings.verify_interval,
+                            lambda: self.role is Role.LEADER and self.running)
                     task_status.started()
                     try:
                         await self._close_requested.wait()
@@ -185,7 +190,7 @@ class ReplicationService:
         if self.role is Role.LEADER and self.keeper.child is None and self.state in (
             State.RESTARTING, State.FAILED,
         ):
-            await self._start_for_the_final_flush()
+            await self.keeper.start_for_the_final_flush()
         stopped_by_the_app = self.role is Role.LEADER and self.state is State.STOPPED
         self.keeper.closing = True
         self.keeper.wake()
@@ -216,18 +221,6 @@ class ReplicationService:
             async with self.keeper.lock:  # no takeover or spawn may be half-way now
                 self.leadership.resign()
 
-    async def _start_for_the_final_flush(self) -> None:
-        """Litestream is down (crashed, in backoff, or given up) when the app stops: start
-        it once more, so that the last commits still reach the replica."""
-        logger.warning("litestream %r: not running at shutdown (%s); starting it once for "
-                       "the final flush", self.settings.name, self.state.value)
-        with anyio.move_on_after(self.settings.startup_timeout):
-            try:
-                await self.keeper.start()
-            except StartupError as exc:
-                logger.error("litestream %r: could not start it for the final flush: %s",
-                             self.settings.name, exc)
-
     # -- leading and following ----------------------------------------------------
 
     async def _lead(self) -> None:
@@ -235,19 +228,10 @@ class ReplicationService:
         logger.info("litestream %r: this worker (pid %d) leads replication of %s",
                     self.settings.name, os.getpid(), self._paths())
         if self.settings.restore_if_missing:
-            await self._restore_missing()
+            await restore_missing(self.binary, self.config_path, self.settings, self._env,
+                                  on_start=lambda: self.keeper.set_state(State.RESTORING))
         if not self.keeper.closing:
             await self.keeper.start()
-
-    async def _restore_missing(self) -> None:
-        missing = [db for db in self.settings.databases if not db.path.exists()]
-        if missing:
-            self.keeper.set_state(State.RESTORING)
-        for db in missing:
-            await restore_on_boot(self.binary, self.config_path, db, self._env,
-                                  name=self.settings.name,
-                                  timeout=self.settings.restore_timeout,
-                                  secrets=self.settings.secrets())
 
     async def _follow(self) -> bool:
         """True once another worker leads and its Litestream answers."""
@@ -280,42 +264,6 @@ class ReplicationService:
                 self.election.stand_by()
                 self.keeper.set_state(State.STANDBY)
                 self.leadership.resign()
-
-    # -- what the app may ask ---------------------------------------------------------
-
-    async def start(self) -> None:
-        await self.keeper.start()
-
-    async def stop(self) -> bool:
-        return await self.keeper.stop()
-
-    async def verify(self) -> Verification:
-        """Restore the replica into a side file and check it (see _verify.py)."""
-        async with self._verifying:  # one at a time: each is a full restore
-            return await self._verify()
-
-    async def _verify(self) -> Verification:
-        control = self.election.control() if self.running else None
-        result = await verify(self.binary, self.config_path, self.settings.databases,
-                              self._env, control=control, scratch=self.config_path.parent,
-                              timeout=self.settings.restore_timeout,
-                              secrets=self.settings.secrets())
-        self.last_verification = result
-        if result.ok:
-            logger.info("litestream %r: verified: the replica restores to a sound database "
-                        "holding every committed transaction (%.1fs)", self.settings.name,
-                        result.duration_s)
-        else:
-            logger.error("litestream %r: verification FAILED: %s", self.settings.name,
-                         result.reason)
-        self._publish()
-        return result
-
-    async def _verify_every(self, interval: float) -> None:
-        while not self.keeper.closing:
-            await anyio.sleep(interval)
-            if self.role is Role.LEADER and self.running:
-                await self.verify()
 
     # -- durable waits --------------------------------------------------------------
 
@@ -392,8 +340,8 @@ class ReplicationService:
                 litestream_pid=self.pid, restarts=keeper.restarts, version=keeper.version,
                 last_exit_code=keeper.last_exit_code, name=self.settings.name,
                 metrics_addr=self.metrics_addr,
-                verification=(self.last_verification.to_json()
-                              if self.last_verification else None),
+                verification=(self.verifier.last.to_json()
+                              if self.verifier.last else None),
             )
 
     def _paths(self) -> str:

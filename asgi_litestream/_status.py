@@ -69,7 +69,7 @@ def snapshot(service: ReplicationService) -> dict[str, Any]:
         "last_flush_ok": keeper.last_flush_ok,
         "version": leader.get("version") if standby else keeper.version,
         "verification": _verification(leader.get("verification") if standby else (
-            service.last_verification.to_json() if service.last_verification else None)),
+            service.verifier.last.to_json() if service.verifier.last else None)),
         "databases": databases,
     }
 

@@ -20,11 +20,12 @@ checksummed page images, not rows.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,8 @@ import anyio.to_thread
 from ._config import Database
 from ._control import ControlClient, ControlError
 from ._logs import scrub
+
+logger = logging.getLogger("asgi_litestream")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,3 +161,44 @@ def _integrity_check(path: Path) -> str:
     except sqlite3.Error as exc:
         return str(exc)
     return "; ".join(str(r[0]) for r in rows[:5])
+
+
+class Verifier:
+    """Runs verifications for one service, one at a time (each is a full restore), keeps
+    the last result, logs it, and tells ``on_result`` (the leader publishes it)."""
+
+    def __init__(self, *, name: str, binary: Path, config_path: Path,
+                 databases: Sequence[Database], env: Mapping[str, str], timeout: float,
+                 secrets: Sequence[str], control: Callable[[], ControlClient | None],
+                 on_result: Callable[[], None]) -> None:
+        self.last: Verification | None = None
+        self._name = name
+        self._args = (binary, config_path, databases, env)
+        self._timeout = timeout
+        self._secrets = secrets
+        self._control = control
+        self._on_result = on_result
+        self._lock = anyio.Lock()
+
+    async def verify(self) -> Verification:
+        async with self._lock:
+            result = await verify(*self._args, control=self._control(),
+                                  scratch=self._args[1].parent, timeout=self._timeout,
+                                  secrets=self._secrets)
+        self.last = result
+        if result.ok:
+            logger.info("litestream %r: verified: the replica restores to a sound database "
+                        "holding every committed transaction (%.1fs)", self._name,
+                        result.duration_s)
+        else:
+            logger.error("litestream %r: verification FAILED: %s", self._name, result.reason)
+        self._on_result()
+        return result
+
+    async def every(self, interval: float, due: Callable[[], bool]) -> None:
+        """The background job of ``verify_interval``: verify whenever ``due()``."""
+        while True:
+            await anyio.sleep(interval)
+            if due():
+                await self.verify()
+
