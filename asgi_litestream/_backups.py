@@ -28,12 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ._binary import find_litestream
+from ._binary import find_litestream_for
 from ._config import Database, Settings
 from ._exceptions import ConfigError, RestoreError
 from ._leader import Leadership
 from ._logs import scrub
-from ._workdir import private_workdir, write_config
+from ._workdir import generated_config
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -211,11 +211,8 @@ def _point(timestamp: datetime | str | None, txid: int | None) -> tuple[list[str
 @contextlib.contextmanager
 def _litestream(settings: Settings, binary: Path | None) -> Iterator[Callable[..., str]]:
     """A runner of ``litestream`` commands with the generated config and child env."""
-    binary = binary or find_litestream(settings.bin_path, download=settings.download,
-                                       download_url=settings.download_url)
-    workdir = private_workdir()
-    try:
-        config = write_config(settings, workdir)
+    binary = binary or find_litestream_for(settings)
+    with generated_config(settings) as (config, _):
         env = settings.child_env(os.environ)
 
         def run(command: str, *args: str, doing: str, no_match: str = "") -> str:
@@ -236,8 +233,6 @@ def _litestream(settings: Settings, binary: Path | None) -> Iterator[Callable[..
             return result.stdout
 
         yield run
-    finally:
-        workdir.remove()
 
 
 def _document(stdout: str) -> Any:

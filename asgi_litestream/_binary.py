@@ -14,13 +14,17 @@ import shutil
 import sys
 import sysconfig
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._download import DEFAULT_VERSION, MANUAL_FIX, download_litestream, unusable
 from ._exceptions import BinaryError, BinaryNotFoundError
 
+if TYPE_CHECKING:
+    from ._config import Settings
+
 logger = logging.getLogger("asgi_litestream")
 
-__all__ = ["find_litestream"]
+__all__ = ["find_litestream", "find_litestream_for"]
 
 _INSTALL_FIX = (
     f"{MANUAL_FIX}, or allow the download (download=True, env ASGI_LITESTREAM_DOWNLOAD=1)"
@@ -104,3 +108,12 @@ def _installed_candidates() -> list[Path]:
 def _not_found_message(tried: list[str], fix: str) -> str:
     places = "".join(f"\n  - {line}" for line in tried)
     return f"no usable litestream executable. Looked in:{places}\nFix: {fix}."
+
+
+def find_litestream_for(settings: Settings) -> Path:
+    """:func:`find_litestream` as the options say (bin_path, download, mirror, version)."""
+    return find_litestream(
+        settings.bin_path, download=settings.download, download_url=settings.download_url,
+        version=settings.litestream_version, sha256=settings.litestream_sha256,
+    )
+

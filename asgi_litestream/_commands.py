@@ -22,7 +22,7 @@ from ._backups import (
     restore_lock,
     restore_to,
 )
-from ._binary import find_litestream
+from ._binary import find_litestream_for
 from ._config import Database, Settings
 from ._control import ControlClient
 from ._download import download_litestream
@@ -32,7 +32,7 @@ from ._logs import scrub
 from ._options import OPTIONS
 from ._restore import restore_database
 from ._verify import Verification, verify
-from ._workdir import private_workdir, write_config
+from ._workdir import generated_config
 
 PROG = "asgi-litestream"
 logger = logging.getLogger("asgi_litestream")
@@ -82,7 +82,7 @@ def run_restore(args: argparse.Namespace) -> int:
             raise RestoreError("--output never overwrites a file, so --force and "
                                "--if-db-not-exists do not apply. Fix: drop them")
         db = settings.databases[0]
-        txid = restore_to(settings, _binary(settings), db, args.output,
+        txid = restore_to(settings, find_litestream_for(settings), db, args.output,
                           timestamp=args.timestamp, txid=args.txid)
         _say(f"restored {db.path} as of txid {txid} into "
              f"{Path(args.output).expanduser().absolute()}")
@@ -102,7 +102,7 @@ def run_restore(args: argparse.Namespace) -> int:
     todo = [db for db in settings.databases if db not in keep]
     if not todo:
         return 0
-    binary = _binary(settings)
+    binary = find_litestream_for(settings)
     # Over an existing database, only while no app runs it (held until the end).
     with restore_lock(todo if rewind else [db for db in todo if db in existing]):
         if rewind:
@@ -117,9 +117,7 @@ def run_restore(args: argparse.Namespace) -> int:
 
 def _restore_latest(settings: Settings, binary: Path, todo: list[Database],
                     existing: list[Database], *, force: bool) -> None:
-    workdir = private_workdir()
-    try:
-        config_path = write_config(settings, workdir)
+    with generated_config(settings) as (config_path, _):
         env = settings.child_env(os.environ)
         for db in todo:
             if restore_database(binary, config_path, db, env, overwrite=force,
@@ -129,8 +127,6 @@ def _restore_latest(settings: Settings, binary: Path, todo: list[Database],
                 _say(f"no backup of {db.path} in {db.replica}: kept the existing database")
             else:
                 _say(f"no backup of {db.path} in {db.replica}: it starts fresh")
-    finally:
-        workdir.remove()
 
 
 def parse_txid(text: str) -> int:
@@ -150,7 +146,7 @@ def parse_txid(text: str) -> int:
 
 def run_backups(args: argparse.Namespace) -> int:
     settings = _selected(args)
-    points = list_restore_points(settings, _binary(settings))
+    points = list_restore_points(settings, find_litestream_for(settings))
     by_db = {db.path: [p for p in points if p.database == db.path] for db in settings.databases}
     if args.json:
         body = {"databases": [{"path": str(db.path), "replica": db.replica,
@@ -211,11 +207,6 @@ def _selected(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, databases=(find_database(settings, args.only),))
 
 
-def _binary(settings: Settings) -> Path:
-    return find_litestream(
-        settings.bin_path, download=settings.download, download_url=settings.download_url
-    )
-
 
 def _say(line: str) -> None:
     print(line, flush=True)  # noqa: T201
@@ -232,15 +223,13 @@ def run_verify(args: argparse.Namespace) -> int:
     that it holds everything its running Litestream has (via the leader's socket)."""
     try:
         settings = _selected(args)
-        binary = _binary(settings)
+        binary = find_litestream_for(settings)
     except LitestreamError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)  # noqa: T201
         return _COULD_NOT_RUN
     leader = Leadership(settings.databases).leader_info() or {}
     socket = leader.get("socket") if leader.get("state") == "running" else None
-    workdir = private_workdir()
-    try:
-        config = write_config(settings, workdir)
+    with generated_config(settings) as (config, workdir):
         env = settings.child_env(os.environ)
 
         async def run() -> Verification:
@@ -254,8 +243,6 @@ def run_verify(args: argparse.Namespace) -> int:
                     await control.aclose()
 
         result = anyio.run(run)
-    finally:
-        workdir.remove()
     if args.json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     for db in result.databases if not args.json else ():

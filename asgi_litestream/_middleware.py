@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _registry
-from ._binary import find_litestream
+from ._binary import find_litestream_for
 from ._config import Settings, resolve_route
 from ._handle import Supervisor
 from ._logs import show_lifecycle
@@ -232,7 +232,4 @@ def _check_files_and_find_binary(settings: Settings) -> Path:
     (or absent), and the Litestream executable is found (or fetched)."""
     for db in settings.databases:
         check_database_file(db.path)
-    return find_litestream(
-        settings.bin_path, download=settings.download, download_url=settings.download_url,
-        version=settings.litestream_version, sha256=settings.litestream_sha256,
-    )
+    return find_litestream_for(settings)

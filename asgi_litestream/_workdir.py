@@ -8,11 +8,13 @@ free, whatever pid namespace it came from, and never one still in use.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._config import Settings
@@ -103,3 +105,15 @@ def loopback_address() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def generated_config(settings: Settings) -> Iterator[tuple[Path, Workdir]]:
+    """Litestream's config for one command run outside the app (restore, backups,
+    verify): the file and its private folder, removed afterwards."""
+    workdir = private_workdir()
+    try:
+        yield write_config(settings, workdir), workdir
+    finally:
+        workdir.remove()
+
