@@ -3,7 +3,8 @@
 from importlib import metadata as _metadata
 
 from ._backups import RestorePoint, list_restore_points, restore_to
-from ._config import Database, Settings
+from ._config import Settings
+from ._databases import Database
 from ._exceptions import (
     BinaryError,
     BinaryNotFoundError,

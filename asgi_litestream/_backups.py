@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ._binary import find_litestream_for
-from ._config import Database, Settings
+from ._config import Settings
+from ._databases import Database
 from ._exceptions import ConfigError, RestoreError
 from ._leader import Leadership
 from ._logs import scrub

@@ -19,8 +19,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from ._config import Database
 from ._control import ControlClient, ControlError
+from ._databases import Database
 from ._exceptions import StartupError
 from ._logs import LitestreamLog
 

@@ -23,8 +23,9 @@ from ._backups import (
     restore_to,
 )
 from ._binary import find_litestream_for
-from ._config import Database, Settings
+from ._config import Settings
 from ._control import ControlClient
+from ._databases import Database
 from ._download import download_litestream
 from ._exceptions import LitestreamError, RestoreError
 from ._leader import Leadership

@@ -9,10 +9,9 @@ config writer and of the replication service.
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from urllib.parse import unquote
 import yaml
 
 from ._config_file import literal_secrets, read_config_file
+from ._databases import Database, databases_from
 from ._exceptions import ConfigError
 from ._options import DEFAULT, OPTION_NAMES, OPTIONS
-from ._urls import check_replica_url, join_url, redact_url, secret_refs
+from ._urls import secret_refs
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -34,25 +34,6 @@ def resolve_route(option: str, value: Any, environ: Mapping[str, str]) -> str | 
     """A route's path: the keyword when given (None: off), else its environment variable
     (empty: off), else the default. Unvalidated: Settings checks it."""
     return OPTIONS[OPTION_NAMES.index(option)].read(value, environ)  # type: ignore[no-any-return]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Database:
-    """One SQLite database and where Litestream replicates it."""
-
-    path: Path
-    # The URL as given; may hold a password in its userinfo, hence no repr.
-    replica_url: str = field(repr=False)
-    # The replica's keys as an existing litestream.yml wrote them (config_path=).
-    replica_config: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def replica(self) -> str:
-        """The replica location with every credential replaced by ``***``."""
-        return redact_url(self.replica_url)
-
-    def __repr__(self) -> str:
-        return f"Database(path={str(self.path)!r}, replica={self.replica!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,7 +110,7 @@ class Settings:
                                                  replica_config=replica)
                                         for path, url, replica in found)
         else:
-            values["databases"] = _databases(values.pop("database"),
+            values["databases"] = databases_from(values.pop("database"),
                                              values.pop("replica_url"))
         values["bin_path"] = _bin_path(values["bin_path"])
         for route in ("status_path", "metrics_path", "dashboard_path"):
@@ -234,129 +215,6 @@ def _route(option: str, value: Any) -> str | None:
         raise ConfigError(option, value, "must be a URL path starting with '/'",
                           "use e.g. '/_litestream/status', or None to turn the route off")
     return value
-
-
-def _databases(database: Any, replica_url: Any) -> tuple[Database, ...]:
-    if isinstance(replica_url, Mapping):
-        if database is not None:
-            raise ConfigError("database", database,
-                              "cannot be combined with a replica_url mapping",
-                              "drop database=; the mapping's keys are the databases")
-        pairs = [(_db_path(db), check_replica_url(url, "replica_url")) for db, url in
-                 replica_url.items()]
-    else:
-        if database is None:
-            raise ConfigError("database", None, "is required",
-                              "pass database='app.db' or set ASGI_LITESTREAM_DATABASE")
-        if replica_url is None:
-            raise ConfigError(
-                "replica_url", None, "is required",
-                "pass replica_url='s3://bucket/app' (or 'file:///backups/app') "
-                "or set ASGI_LITESTREAM_REPLICA_URL",
-            )
-        if isinstance(database, (str, os.PathLike)) or _sqlalchemy_url(database):
-            raw = [database]
-        elif isinstance(database, Iterable) and not hasattr(database, "_fields"):
-            raw = list(database)  # a named tuple is one value, never a list of them
-        else:
-            raise ConfigError("database", database, "must be a path, a sqlite:/// URL or a "
-                              "list of them", "pass database='app.db'")
-        if not raw:
-            raise ConfigError("database", database, "is empty", "name at least one database")
-        paths = [_db_path(db) for db in raw]
-        base = check_replica_url(replica_url, "replica_url")
-        if len(paths) == 1:
-            pairs = [(paths[0], base)]
-        else:
-            # Several databases share one base URL: each gets <base>/<file stem>.
-            stems = [p.stem for p in paths]
-            clash = sorted({s for s in stems if stems.count(s) > 1})
-            if clash:
-                raise ConfigError(
-                    "database", [str(p) for p in paths],
-                    f"several databases share the file stem {clash[0]!r}, so they would "
-                    "share one replica location",
-                    "rename them, or pass replica_url as a mapping {database: url}",
-                )
-            pairs = [(p, join_url(base, p.stem)) for p in paths]
-    seen: set[Path] = set()
-    for path, _ in pairs:
-        if path in seen:
-            raise ConfigError("database", str(path), "is listed twice", "list it once")
-        seen.add(path)
-    return tuple(Database(path=p, replica_url=u) for p, u in pairs)
-
-
-def _sqlalchemy_url(value: Any) -> Any:
-    """The SQLAlchemy ``URL`` of an ``Engine``, ``AsyncEngine`` or ``URL`` (duck-typed:
-    SQLAlchemy is never imported); None for anything else."""
-    url = getattr(value, "url", value)
-    if hasattr(url, "drivername") and hasattr(url, "database"):
-        return url
-    return None
-
-
-def _django_database(alias: str) -> str:
-    """``NAME`` of ``settings.DATABASES[alias]`` (Django imported only for a
-    ``django:`` value)."""
-    try:
-        settings = importlib.import_module("django.conf").settings
-        improperly_configured = importlib.import_module(
-            "django.core.exceptions").ImproperlyConfigured
-    except ImportError:
-        raise ConfigError("database", f"django:{alias}", "Django is not installed",
-                          "pass the database's path instead") from None
-    try:
-        config = settings.DATABASES[alias]
-    except improperly_configured as exc:
-        raise ConfigError("database", f"django:{alias}", f"Django is not configured ({exc})",
-                          "set DJANGO_SETTINGS_MODULE before the app starts") from None
-    except KeyError:
-        raise ConfigError("database", f"django:{alias}", "is not in settings.DATABASES",
-                          f"use one of {', '.join(sorted(settings.DATABASES))}") from None
-    if "sqlite3" not in str(config.get("ENGINE", "")):
-        raise ConfigError("database", f"django:{alias}", f"uses {config.get('ENGINE')}",
-                          "Litestream replicates SQLite only (django.db.backends.sqlite3)")
-    return str(config.get("NAME") or "")
-
-
-def _db_path(value: Any) -> Path:
-    if isinstance(value, str) and value.startswith("django:"):
-        value = _django_database(value.removeprefix("django:") or "default")
-    url = _sqlalchemy_url(value)
-    if url is not None:
-        if not str(url.drivername).startswith("sqlite"):
-            raise ConfigError("database", str(url.drivername), "is not a SQLite engine",
-                              "Litestream replicates SQLite only: pass a sqlite:/// engine")
-        value = url.database or ":memory:"  # a URL's database is its file path
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError("database", value, "must be a path or a sqlite:/// URL",
-                          "pass database='app.db' or 'sqlite:///app.db'")
-    text = os.fspath(value)
-    if isinstance(value, str) and value.startswith("sqlite"):
-        # SQLAlchemy spelling: sqlite:///relative.db, sqlite:////absolute.db
-        match = re.match(r"^sqlite(\+\w+)?:///(.*)$", value)
-        if not match or not match.group(2) or match.group(2).startswith(":memory:"):
-            raise ConfigError(
-                "database", value, "is not a file-backed SQLite URL",
-                "use 'sqlite:///relative.db' or 'sqlite:////absolute/path.db'; "
-                "an in-memory database cannot be replicated",
-            )
-        text = match.group(2).split("?", 1)[0]
-    if text in ("", ":memory:") or text.startswith("file:"):
-        raise ConfigError("database", value, "is not a database file path",
-                          "pass the path of the SQLite file, e.g. 'data/app.db'")
-    if "$" in text:
-        raise ConfigError("database", value, "contains '$', which Litestream expands as an "
-                          "environment variable", "rename the file or its folder")
-    path = Path(text).expanduser().absolute()
-    if path.is_dir():
-        raise ConfigError("database", value, "is a directory",
-                          "pass the SQLite file inside it, e.g. 'data/app.db'")
-    if not path.parent.is_dir():
-        raise ConfigError("database", value, f"its folder {str(path.parent)!r} does not exist",
-                          "create the folder before the app starts")
-    return path
 
 
 def _duration(seconds: float) -> str:

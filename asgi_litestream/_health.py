@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import Database
 from ._control import ControlClient, ControlError
+from ._databases import Database
 from ._sqlite import in_wal_mode
 
 logger = logging.getLogger("asgi_litestream")

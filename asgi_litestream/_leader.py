@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from ._config import Database
+from ._databases import Database
 from ._status import State
 
 logger = logging.getLogger("asgi_litestream")

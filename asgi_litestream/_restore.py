@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import anyio.to_thread
 
-from ._config import Database, Settings
+from ._config import Settings
+from ._databases import Database
 from ._exceptions import RestoreError
 from ._logs import scrub
 

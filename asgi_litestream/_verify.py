@@ -34,8 +34,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._config import Database
 from ._control import ControlClient, ControlError
+from ._databases import Database
 from ._logs import scrub
 
 logger = logging.getLogger("asgi_litestream")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from asgi_litestream._config import Database
+from asgi_litestream._databases import Database
 from asgi_litestream._leader import Leadership
 from asgi_litestream._release import platform_asset
 

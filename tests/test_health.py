@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from asgi_litestream._config import Database
+from asgi_litestream._databases import Database
 from asgi_litestream._health import DatabaseHealth, overall_health
 
 

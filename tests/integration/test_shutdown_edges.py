@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import asgi_litestream
-from asgi_litestream._config import Database
+from asgi_litestream._databases import Database
 from asgi_litestream._leader import Leadership
 from tests.helpers import client, file_app, lifespan, restore
 
