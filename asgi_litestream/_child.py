@@ -13,13 +13,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
 import anyio.abc
 
-from ._control import ControlClient, ControlError
+from ._control import ControlClient, ControlError, SyncResult
 from ._databases import Database
 from ._exceptions import StartupError
 from ._logs import LitestreamLog
@@ -27,6 +27,8 @@ from ._logs import LitestreamLog
 logger = logging.getLogger("asgi_litestream")
 
 _READY_POLL = 0.002
+_FLUSHES_AT_ONCE = 16  # a folder may hold thousands: one by one would take minutes
+_FLUSH_LINES = 10  # past this many databases, one summary line rather than one each
 _MAX_LINE = 64 * 1024
 # After SIGKILL the kernel reaps at once; this only bounds the wait for the last
 # log lines, so that closing can never hang.
@@ -106,7 +108,9 @@ class LitestreamProcess:
         task_group.start_soon(child._pump_logs)
         try:
             with anyio.fail_after(timeout):
-                await child._wait_ready({str(db.path) for db in databases})
+                # A folder's databases are found by Litestream before its socket listens.
+                await child._wait_ready({str(db.path) for db in databases
+                                         if not db.is_folder})
         except BaseException as exc:
             await child.aclose(grace=0)
             if isinstance(exc, TimeoutError):
@@ -130,23 +134,46 @@ class LitestreamProcess:
         await self._drained()
         return code
 
-    async def flush(self, databases: Sequence[Database], timeout: float) -> bool:
-        """POST /sync with wait: True once every replica holds every committed txid."""
-        ok = True
-        for db in databases:
-            if not db.path.exists():
-                continue  # nothing was ever written, so nothing can be lost
+    async def flush(self, databases: Sequence[Database], timeout: float,
+                    on_position: Callable[[Path, SyncResult], None] | None = None) -> bool:
+        """POST /sync with wait: True once every replica holds every committed txid.
+        A folder's databases are the ones Litestream lists; several flush at once."""
+        paths = [db.path for db in databases if not db.is_folder]
+        if any(db.is_folder for db in databases):
             try:
-                with anyio.fail_after(timeout + 2):
-                    result = await self._control.sync_durably(db.path, timeout=timeout)
-            except (ControlError, TimeoutError) as exc:
-                ok = False
-                logger.error("litestream %r: final flush of %s failed: %s",
-                             self.name, db.path, exc or "timed out")
-                continue
-            logger.info("litestream %r: flushed %s (replica at txid %d)",
-                        self.name, db.path, result.replicated_txid)
-        return ok
+                listed = [Path(str(d.get("path"))) for d in await self._control.databases()]
+            except ControlError as exc:
+                logger.error("litestream %r: final flush failed: %s", self.name, exc)
+                return False
+            paths += [p for p in listed if p not in paths
+                      and any(db.holds(p) for db in databases)]
+        failures: list[Path] = []
+        limiter = anyio.CapacityLimiter(_FLUSHES_AT_ONCE)
+
+        async def flush_one(path: Path) -> None:
+            if not path.exists():
+                return  # nothing was ever written, so nothing can be lost
+            async with limiter:
+                try:
+                    with anyio.fail_after(timeout + 2):
+                        result = await self._control.sync_durably(path, timeout=timeout)
+                except (ControlError, TimeoutError) as exc:
+                    failures.append(path)
+                    logger.error("litestream %r: final flush of %s failed: %s",
+                                 self.name, path, exc or "timed out")
+                    return
+            if on_position is not None:
+                on_position(path, result)
+            if len(paths) <= _FLUSH_LINES:
+                logger.info("litestream %r: flushed %s (replica at txid %d)",
+                            self.name, path, result.replicated_txid)
+
+        async with anyio.create_task_group() as task_group:
+            for path in paths:
+                task_group.start_soon(flush_one, path)
+        if len(paths) > _FLUSH_LINES and not failures:
+            logger.info("litestream %r: flushed %d databases", self.name, len(paths))
+        return not failures
 
     async def aclose(self, *, grace: float) -> None:
         """SIGTERM (Litestream syncs once more), SIGKILL only past ``grace`` seconds,

@@ -26,6 +26,7 @@ from ._options import DEFAULT, OPTION_NAMES, OPTIONS
 from ._urls import secret_refs
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+ROLES = ("primary", "follower")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DEFAULTS = {option.name: option.default for option in OPTIONS}
 
@@ -73,6 +74,7 @@ class Settings:
     restore_timeout: float = _DEFAULTS["restore_timeout"]
     sqlite_pragmas: bool = _DEFAULTS["sqlite_pragmas"]
     verify_interval: float | None = None
+    role: str = _DEFAULTS["role"]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +118,7 @@ class Settings:
         for route in ("status_path", "metrics_path", "dashboard_path"):
             values[route] = _route(route, values[route])
         values["log_level"] = values["log_level"].lower()
+        values["role"] = values["role"].lower()
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,12 @@ class Settings:
         if self.max_restarts < 0:
             raise ConfigError("max_restarts", self.max_restarts, "must be >= 0",
                               "use 0 to never restart, or a small number such as 5")
+        if self.role not in ROLES:
+            raise ConfigError("role", self.role, f"must be one of {ROLES}",
+                              "use 'primary' (replicates) or 'follower' (a read replica)")
+        if self.role == "follower" and any(db.is_folder for db in self.databases):
+            raise ConfigError("role", self.role, "follows databases named one by one, "
+                              "not a folder", "list the databases to follow")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", self.log_level, f"must be one of {LOG_LEVELS}",
                               "use 'info' unless you are debugging Litestream")
@@ -182,7 +191,13 @@ class Settings:
                 replica = copy.deepcopy(db.replica_config)
             if isinstance(replica.get("url"), str):
                 replica["url"] = secret_refs(replica["url"], index)[0]
-            dbs.append({"path": str(db.path), "replica": replica})
+            if db.pattern is not None:
+                # Litestream finds the folder's databases, and with watch one created
+                # later within milliseconds (inotify): no restart, no call per database.
+                dbs.append({"dir": str(db.path), "pattern": db.pattern, "watch": True,
+                            "replica": replica})
+            else:
+                dbs.append({"path": str(db.path), "replica": replica})
         config: dict[str, Any] = {
             **copy.deepcopy(self.file_config),
             "logging": {"level": self.log_level, "type": "json"},

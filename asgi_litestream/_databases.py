@@ -5,6 +5,7 @@ imported only for such a value."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import os
 import re
@@ -26,6 +27,23 @@ class Database:
     replica_url: str = field(repr=False)
     # The replica's keys as an existing litestream.yml wrote them (config_path=).
     replica_config: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # Set for a folder of databases ("/data/tenants/*.db"): ``path`` is the folder,
+    # every file in it whose name matches is a database, replicated to
+    # ``<replica_url>/<file name>`` (Litestream's own layout for ``dir:``).
+    pattern: str | None = None
+
+    @property
+    def is_folder(self) -> bool:
+        return self.pattern is not None
+
+    def member(self, path: Path) -> Database:
+        """One database of this folder, as Litestream replicates it."""
+        return Database(path=path, replica_url=join_url(self.replica_url, path.name))
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` is (or would be) a database of this folder."""
+        return (self.pattern is not None and path.parent == self.path
+                and fnmatch.fnmatchcase(path.name, self.pattern))
 
     @property
     def replica(self) -> str:
@@ -33,8 +51,8 @@ class Database:
         return redact_url(self.replica_url)
 
     def __repr__(self) -> str:
-        return f"Database(path={str(self.path)!r}, replica={self.replica!r})"
-
+        where = str(self.path / self.pattern) if self.pattern else str(self.path)
+        return f"Database(path={where!r}, replica={self.replica!r})"
 
 
 def databases_from(database: Any, replica_url: Any) -> tuple[Database, ...]:
@@ -43,7 +61,7 @@ def databases_from(database: Any, replica_url: Any) -> tuple[Database, ...]:
             raise ConfigError("database", database,
                               "cannot be combined with a replica_url mapping",
                               "drop database=; the mapping's keys are the databases")
-        pairs = [(_db_path(db), check_replica_url(url, "replica_url")) for db, url in
+        pairs = [(_folder_or_file(db), check_replica_url(url, "replica_url")) for db, url in
                  replica_url.items()]
     else:
         if database is None:
@@ -64,28 +82,60 @@ def databases_from(database: Any, replica_url: Any) -> tuple[Database, ...]:
                               "list of them", "pass database='app.db'")
         if not raw:
             raise ConfigError("database", database, "is empty", "name at least one database")
-        paths = [_db_path(db) for db in raw]
+        paths = [_folder_or_file(db) for db in raw]
         base = check_replica_url(replica_url, "replica_url")
         if len(paths) == 1:
             pairs = [(paths[0], base)]
         else:
-            # Several databases share one base URL: each gets <base>/<file stem>.
-            stems = [p.stem for p in paths]
+            # Several databases share one base URL: each gets <base>/<file stem>
+            # (a folder: <base>/<folder name>).
+            stems = [p.name if pattern else p.stem for p, pattern in paths]
             clash = sorted({s for s in stems if stems.count(s) > 1})
             if clash:
                 raise ConfigError(
-                    "database", [str(p) for p in paths],
+                    "database", [str(p) for p, _ in paths],
                     f"several databases share the file stem {clash[0]!r}, so they would "
                     "share one replica location",
                     "rename them, or pass replica_url as a mapping {database: url}",
                 )
-            pairs = [(p, join_url(base, p.stem)) for p in paths]
+            pairs = [((p, pattern), join_url(base, stem))
+                     for (p, pattern), stem in zip(paths, stems, strict=True)]
     seen: set[Path] = set()
-    for path, _ in pairs:
+    for (path, _), _url in pairs:
         if path in seen:
             raise ConfigError("database", str(path), "is listed twice", "list it once")
         seen.add(path)
-    return tuple(Database(path=p, replica_url=u) for p, u in pairs)
+    found = tuple(Database(path=p, replica_url=u, pattern=pattern)
+                  for (p, pattern), u in pairs)
+    for folder in (db for db in found if db.is_folder):
+        for db in found:
+            if folder.holds(db.path):
+                raise ConfigError("database", str(db.path), f"is also in the folder "
+                                  f"{str(folder.path / str(folder.pattern))!r}",
+                                  "list it once: drop it, or narrow the pattern")
+    return found
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _folder_or_file(value: Any) -> tuple[Path, str | None]:
+    """A database file, or a folder of them given as ``folder/<pattern>``."""
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if text is None or text.startswith(("sqlite", "django:")) or not _GLOB.search(text):
+        return _db_path(value), None
+    folder, _, pattern = text.rpartition("/")
+    if not pattern or _GLOB.search(folder):
+        raise ConfigError("database", text, "has a pattern outside its file name",
+                          "use one folder and a file pattern, e.g. '/data/tenants/*.db'")
+    if "$" in text:
+        raise ConfigError("database", text, "contains '$', which Litestream expands as an "
+                          "environment variable", "rename the folder")
+    path = Path(folder or ".").expanduser().absolute()
+    if not path.is_dir():
+        raise ConfigError("database", text, f"its folder {str(path)!r} does not exist",
+                          "create the folder before the app starts")
+    return path, pattern
 
 
 def _sqlalchemy_url(value: Any) -> Any:

@@ -85,10 +85,15 @@ class DurableSyncs:
     """One :class:`GroupSync` per database, and a durable wait fanned out over them."""
 
     def __init__(self, paths: Iterable[Path], sync_once: Callable[[Path], Awaitable[int | None]],
-                 task_group: anyio.abc.TaskGroup) -> None:
-        self._groups = {path: GroupSync(functools.partial(sync_once, path), task_group)
-                        for path in paths}
+                 task_group: anyio.abc.TaskGroup,
+                 in_folder: Callable[[Path], bool] = lambda _: False) -> None:
+        self._sync_once, self._task_group = sync_once, task_group
+        self._groups = {path: self._group(path) for path in paths}
+        self._in_folder = in_folder  # a database of a folder gets its group when first named
         self.stats = SyncStats()
+
+    def _group(self, path: Path) -> GroupSync:
+        return GroupSync(functools.partial(self._sync_once, path), self._task_group)
 
     @property
     def rounds(self) -> int:
@@ -102,10 +107,15 @@ class DurableSyncs:
         groups = self._groups
         if database is not None:
             wanted = Path(database).absolute()
+            if wanted not in self._groups and self._in_folder(wanted):
+                self._groups[wanted] = self._group(wanted)
             groups = {p: g for p, g in self._groups.items() if p == wanted}
             if not groups:
-                known = ", ".join(str(p) for p in self._groups)
+                known = ", ".join(str(p) for p in self._groups) or "none listed by file"
                 raise SyncError(f"{wanted} is not one of the replicated databases: {known}")
+        elif not groups:
+            raise SyncError("the databases are a folder's: name the one written, e.g. "
+                            "durable(request, database=path)")
         positions: dict[str, int] = {}
         errors: list[SyncError] = []
 

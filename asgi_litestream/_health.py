@@ -1,16 +1,20 @@
 """Replication health: how far behind each replica is, polled in the background.
 
 A request never waits on Litestream: the poller asks the control socket every
-``health_interval`` and the status snapshot reads what it found.
+``health_interval`` (one call, however many databases) and the status snapshot
+reads what it found.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ._control import ControlClient, ControlError
@@ -21,46 +25,49 @@ logger = logging.getLogger("asgi_litestream")
 
 _HISTORY_EVERY = 10.0  # seconds between two samples of the delay
 _HISTORY_SAMPLES = 360  # an hour of them
+_JOURNAL_CHECKS_PER_POLL = 4
+_POSITIONS_PER_POLL = 4
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
 @dataclass(slots=True, kw_only=True)
 class DatabaseHealth:
-    """Replication position of one database, refreshed by the background poller.
+    """Replication health of one database, refreshed by the background poller.
 
-    Health is the *replication delay*: the age of the oldest change the replica
-    does not hold yet. Each poll notes when it first saw a local position
-    (``txid``); the delay is the time since the first noted position past
-    ``replicated_txid`` was seen. Zero when the replica holds everything, about a
-    sync interval under a steady write load, and growing only while replication
-    really stalls. (Counting from the last moment the replica held *everything*
-    instead reads a busy, healthy database as behind forever.) Positions are seen
-    once per poll, so the delay may read up to one ``health_interval`` short.
+    Health is the *replication delay*, read from Litestream's ``last_sync_at``: the
+    last moment it confirmed that the replica held everything the database had
+    when that sync began. Litestream records it after every successful replica
+    sync, and syncs an idle database too (every sync interval or two), so the age
+    of ``last_sync_at`` is an upper bound of the age of the oldest change the
+    replica misses: about a sync interval when healthy, under load or idle, and
+    growing only while replication stalls (a hung or failing replica). An idle
+    database whose replica is down stays healthy: it has nothing to lose.
+    One ``GET /list`` answers it for every database at once.
     """
 
     database: Database
     litestream_status: str | None = None  # "replicating" / "open" / "stopped" from /list
+    last_sync_at: str | None = None  # as Litestream reports it (RFC 3339)
+    synced_at: float | None = None  # last_sync_at as a unix time
+    first_seen: float | None = None  # unix time this database was first listed
+    # Positions from the last POST /sync for this database (the poller's round robin,
+    # a durable write, the final flush): informative, not the health measure.
     txid: int | None = None
     replicated_txid: int | None = None
-    last_sync_at: str | None = None  # as Litestream reports it (RFC 3339)
     error: str | None = None
     polled_at: float | None = None
     journal_warned: bool = False  # warned that the file left WAL mode
     unhealthy_since: float | None = None  # monotonic; set while a stall is reported
-    # (txid, monotonic time a poll first saw it), oldest first: local positions
-    # the replica did not hold when last polled.
-    _unreplicated: deque[tuple[int, float]] = field(default_factory=deque)
 
-    def observe(self, txid: int, replicated_txid: int, now: float) -> None:
-        """Record one successful poll's positions."""
-        if self.txid is not None and txid < self.txid:
-            self._unreplicated.clear()  # a different database file (restored, replaced)
-        if txid > replicated_txid and (
-            not self._unreplicated or txid > self._unreplicated[-1][0]
-        ):
-            self._unreplicated.append((txid, now))
-        while self._unreplicated and self._unreplicated[0][0] <= replicated_txid:
-            self._unreplicated.popleft()
-        self.txid, self.replicated_txid = txid, replicated_txid
+    def observe(self, listed: dict[str, Any], now: float) -> None:
+        """Record this database's entry of one ``GET /list`` (``now``: unix time)."""
+        self.litestream_status = listed.get("status")
+        stamp = listed.get("last_sync_at")
+        if stamp != self.last_sync_at:
+            self.last_sync_at = stamp
+            self.synced_at = _unix_time(stamp) if isinstance(stamp, str) else None
+        if self.first_seen is None:
+            self.first_seen = now
         self.error, self.polled_at = None, now
 
     def lag(self) -> int | None:
@@ -69,12 +76,15 @@ class DatabaseHealth:
         return max(self.txid - self.replicated_txid, 0)
 
     def delay(self, now: float) -> float | None:
-        """Age of the oldest change the replica is missing; None before any poll."""
+        """Seconds since the replica last held everything; None before any poll."""
         if self.polled_at is None:
             return None
-        if not self._unreplicated:
-            return 0.0
-        return now - self._unreplicated[0][1]
+        since = self.synced_at if self.synced_at is not None else self.first_seen
+        if since is None:
+            return None
+        if self.synced_at is None and _empty(self.database.path):
+            return 0.0  # a file with no page yet: Litestream waits for data, none to lose
+        return max(now - since, 0.0)
 
     def healthy(self, now: float, max_lag_seconds: float) -> bool | None:
         """False on a poll error or a delay past ``max_lag``; None (unknown) before
@@ -102,16 +112,35 @@ class DatabaseHealth:
 
 
 class HealthPoller:
-    """Refreshes every database's positions from one control socket."""
+    """Refreshes every database's health with one ``GET /list``: the cost of a poll
+    does not grow with the number of databases (a folder may hold thousands)."""
 
     def __init__(self, databases: tuple[Database, ...], *, name: str, max_lag: float) -> None:
         self.name = name
         self.max_lag = max_lag
-        self.databases = [DatabaseHealth(database=db) for db in databases]
+        self.folders = [db for db in databases if db.is_folder]
+        self._health = {db.path: DatabaseHealth(database=db)
+                        for db in databases if not db.is_folder}
         self.changes = 0  # bumped by every poll, for the status route's cache
-        # Per database, the delay over the last hour (for the status page's chart).
-        self._history = {str(db.path): deque[tuple[float, float | None]](
-            maxlen=_HISTORY_SAMPLES) for db in databases}
+        self._journal_turn = self._position_turn = 0
+        # Per listed database, the delay over the last hour (the status page's chart);
+        # not for a folder's databases, which may be thousands.
+        self._history = {str(path): deque[tuple[float, float | None]](
+            maxlen=_HISTORY_SAMPLES) for path in self._health}
+
+    @property
+    def databases(self) -> list[DatabaseHealth]:
+        """The listed databases, then the folders' databases Litestream replicates."""
+        return list(self._health.values())
+
+    def paths(self) -> list[Path]:
+        return list(self._health)
+
+    def note_position(self, path: Path, txid: int, replicated_txid: int) -> None:
+        """Positions of a POST /sync made for another reason (durable write, flush)."""
+        health = self._health.get(path)
+        if health is not None:
+            health.txid, health.replicated_txid = txid, replicated_txid
 
     async def poll(self, control: ControlClient) -> bool:
         """One round; False when the control socket did not answer at all."""
@@ -119,16 +148,71 @@ class HealthPoller:
         try:
             listed = {d.get("path"): d for d in await control.databases()}
         except ControlError as exc:
-            for health in self.databases:
+            for health in self._health.values():
                 health.error = str(exc)
             return False
-        for health in self.databases:
-            await self._poll_one(control, health, listed.get(str(health.database.path), {}))
-            self._check_journal(health)
-        self._sample()
+        now = time.time()
+        self._discover(listed)
+        for path, health in self._health.items():
+            entry = listed.get(str(path))
+            if entry is not None:
+                health.observe(entry, now)
+            elif path.exists():  # configured, on disk, yet not replicated
+                health.error = "Litestream does not list this database"
+            else:
+                health.observe({}, now)  # nothing committed yet: nothing to ship
+                health.synced_at = now
+        await self._refresh_positions(control)
+        self._check_journals()
+        self._sample(now)
         return True
 
+    async def _refresh_positions(self, control: ControlClient) -> None:
+        """Positions (txid, replicated txid) are informative, and Litestream answers
+        them one database per call: a few per poll, round robin, so the cost stays
+        flat however many databases there are (a handful: all of them every poll)."""
+        healths = [h for h in self._health.values() if h.litestream_status is not None]
+        if not healths:
+            return
+        for _ in range(min(_POSITIONS_PER_POLL, len(healths))):
+            self._position_turn = (self._position_turn + 1) % len(healths)
+            health = healths[self._position_turn]
+            try:
+                # Without wait this returns at once with both positions; a hung
+                # replica shows up as a timeout here rather than as silence.
+                result = await control.sync(health.database.path, wait=False, timeout=5)
+            except ControlError as exc:
+                health.error = str(exc)
+                continue
+            health.txid, health.replicated_txid = result.txid, result.replicated_txid
+
+    def _discover(self, listed: dict[Any, dict[str, Any]]) -> None:
+        """A folder's databases come and go: follow what Litestream replicates."""
+        if not self.folders:
+            return
+        for text in listed:
+            path = Path(str(text))
+            if path not in self._health:
+                folder = next((f for f in self.folders if f.holds(path)), None)
+                if folder is not None:
+                    self._health[path] = DatabaseHealth(database=folder.member(path))
+        for path in [p for p, h in self._health.items()
+                     if str(p) not in listed and not h.database.is_folder
+                     and any(f.holds(p) for f in self.folders)]:
+            del self._health[path]  # removed from the folder
+
+    def _check_journals(self) -> None:
+        """A few databases per poll (each check opens the file), round robin."""
+        healths = list(self._health.values())
+        if not healths:
+            return
+        for _ in range(min(_JOURNAL_CHECKS_PER_POLL, len(healths))):
+            self._journal_turn = (self._journal_turn + 1) % len(healths)
+            self._check_journal(healths[self._journal_turn])
+
     def _check_journal(self, health: DatabaseHealth) -> None:
+        if health.synced_at is None:
+            return  # Litestream sets WAL mode as it starts on a file: not yet
         wal = in_wal_mode(health.database.path)
         if wal is False and not health.journal_warned:
             logger.warning(
@@ -138,45 +222,28 @@ class HealthPoller:
         if wal is not None:
             health.journal_warned = not wal
 
-    def _sample(self) -> None:
-        now, wall = time.monotonic(), time.time()
-        for health in self.databases:
-            samples = self._history[str(health.database.path)]
-            if not samples or wall - samples[-1][0] >= _HISTORY_EVERY:
-                samples.append((wall, health.delay(now)))
+    def _sample(self, wall: float) -> None:
+        for path, samples in self._history.items():
+            health = self._health.get(Path(path))
+            if health is not None and (not samples or wall - samples[-1][0] >= _HISTORY_EVERY):
+                samples.append((wall, health.delay(wall)))
 
     def history(self) -> dict[str, list[tuple[float, float | None]]]:
-        """Per database: (unix time, replication delay) over the last hour."""
+        """Per listed database: (unix time, replication delay) over the last hour."""
         return {path: list(samples) for path, samples in self._history.items()}
-
-    async def _poll_one(self, control: ControlClient, health: DatabaseHealth,
-                        listed: dict[str, Any]) -> None:
-        path = health.database.path
-        health.litestream_status = listed.get("status")
-        health.last_sync_at = listed.get("last_sync_at") or health.last_sync_at
-        if not path.exists():
-            health.observe(0, 0, time.monotonic())  # nothing committed: nothing to ship
-            return
-        try:
-            # Without wait this returns at once with both positions; a hung replica
-            # shows up as a timeout here rather than as silence.
-            result = await control.sync(path, wait=False, timeout=5)
-        except ControlError as exc:
-            health.error = str(exc)
-            return
-        health.observe(result.txid, result.replicated_txid, time.monotonic())
 
     def log_changes(self, now: float) -> None:
         """One warning when a database's replication stalls, one line when it
-        recovers: under a bare server an operator sees an outage and its end."""
-        for health in self.databases:
+        recovers: under a bare server an operator sees an outage and its end.
+        ``now`` is a unix time."""
+        for health in self._health.values():
             healthy = health.healthy(now, self.max_lag)
             where = (self.name, health.database.path, health.database.replica)
             if healthy is False and health.unhealthy_since is None:
                 health.unhealthy_since = now
                 why = (f"polling it failed: {health.error}" if health.error is not None
-                       else f"the replica misses {health.lag()} transaction(s), the oldest "
-                            f"for {health.delay(now) or 0:.1f}s")
+                       else f"the replica has not confirmed a sync for "
+                            f"{health.delay(now) or 0:.1f}s")
                 logger.warning("litestream %r: replication of %s to %s is stalled: %s "
                                "(max_lag %ss)", *where, why, self.max_lag)
             elif healthy and health.unhealthy_since is not None:
@@ -187,8 +254,27 @@ class HealthPoller:
 
     def snapshot(self, now: float, errors_of: Callable[[str], list[str]]
                  ) -> list[dict[str, Any]]:
+        """``now``: unix time."""
         return [h.to_json(now, self.max_lag, errors_of(h.database.path.name))
-                for h in self.databases]
+                for h in self._health.values()]
+
+
+def _unix_time(stamp: str) -> float | None:
+    """Litestream's RFC 3339 with nanoseconds ("...T13:34:51.451218973Z"), which
+    datetime.fromisoformat reads only from Python 3.11."""
+    match = _RFC3339.match(stamp)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return moment.timestamp() + (float("0" + fraction) if fraction else 0.0)
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def overall_health(databases: list[bool | None]) -> bool | None:

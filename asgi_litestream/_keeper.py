@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import anyio
 import anyio.abc
 
 from ._child import LitestreamProcess
 from ._config import Settings
-from ._control import ControlClient
+from ._control import ControlClient, SyncResult
 from ._exceptions import StartupError
 from ._logs import LitestreamLog
 from ._restart import GiveUp, RestartPolicy
@@ -31,7 +32,8 @@ class Keeper:
     def __init__(self, settings: Settings, *, command: Sequence[str], env: Mapping[str, str],
                  control: ControlClient, log: LitestreamLog,
                  pass_fds: Callable[[], list[int]], leading: Callable[[], bool],
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None],
+                 on_position: Callable[[Path, SyncResult], None] | None = None) -> None:
         self.settings = settings
         self.state = State.STARTING
         self.child: LitestreamProcess | None = None
@@ -50,6 +52,7 @@ class Keeper:
         self._pass_fds = pass_fds
         self._leading = leading
         self._on_change = on_change
+        self._on_position = on_position  # what the final flush found, per database
         self._policy = RestartPolicy(max_restarts=settings.max_restarts,
                                      restart_window=settings.restart_window,
                                      max_backoff=settings.max_backoff)
@@ -135,7 +138,7 @@ class Keeper:
             began = time.monotonic()
             with anyio.CancelScope(shield=True):  # a cancelled stop still flushes and reaps
                 flushed = await child.flush(self.settings.databases,
-                                            self.settings.flush_timeout)
+                                            self.settings.flush_timeout, self._on_position)
                 self.last_flush_seconds = time.monotonic() - began
                 await child.aclose(grace=self.settings.stop_timeout)
             self.child = None
@@ -155,7 +158,9 @@ class Keeper:
         self.version = self.child.version
         self.set_state(State.RUNNING)
         logger.info("litestream %r: running (pid %d): %s", self.settings.name, self.child.pid,
-                    ", ".join(f"{db.path} → {db.replica}" for db in self.settings.databases))
+                    ", ".join(f"{db.path / str(db.pattern)} → {db.replica}/<file name>"
+                              if db.is_folder else f"{db.path} → {db.replica}"
+                              for db in self.settings.databases))
 
     def _on_exit(self, code: int | None, *, ran_for: float | None) -> None:
         self.last_exit_code = code

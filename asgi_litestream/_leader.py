@@ -37,6 +37,8 @@ _LEADER_STOP_GRACE = 1.0
 
 
 def _lock_path(database: Path, role: str) -> Path:
+    if database.is_dir():  # a folder of databases: inside it, where the app may write
+        return database / f".litestream-{role}"
     return database.with_name(f".{database.name}.litestream-{role}")
 
 

@@ -24,7 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import _registry
 from ._binary import find_litestream_for
 from ._config import Settings, resolve_route
+from ._exceptions import ConfigError
 from ._handle import Supervisor
+from ._listing import check_listable
 from ._logs import show_lifecycle
 from ._options import DEFAULT, OPTION_NAMES
 from ._routes import Routes
@@ -76,6 +78,7 @@ class LitestreamLifespan:
         restore_if_missing: bool | None = None,
         restore_timeout: float | None = None,
         sqlite_pragmas: bool | None = None,
+        role: str | None = None,
         verify_interval: float | None = None,
     ) -> None:
         # No I/O and no validation here: Starlette builds middleware lazily inside
@@ -121,6 +124,8 @@ class LitestreamLifespan:
         workdir: Workdir | None = None
         try:
             settings = Settings.from_options(**self._options)
+            if settings.role == "follower":  # wired in the next change
+                raise ConfigError("role", "follower", "is not available yet", "use 'primary'")
             binary = await anyio.to_thread.run_sync(_check_files_and_find_binary, settings)
             if settings.sqlite_pragmas:
                 install_pragmas(self._options["database"])
@@ -231,5 +236,8 @@ def _check_files_and_find_binary(settings: Settings) -> Path:
     """The blocking part of preflight, in one thread hop: the databases are SQLite
     (or absent), and the Litestream executable is found (or fetched)."""
     for db in settings.databases:
-        check_database_file(db.path)
+        if not db.is_folder:
+            check_database_file(db.path)
+        elif settings.restore_if_missing:
+            check_listable(db)
     return find_litestream_for(settings)

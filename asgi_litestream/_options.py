@@ -126,8 +126,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("database", "database", None, "required",
            "SQLite file path(s): `str`, `Path`, `sqlite:///rel.db`, `sqlite:////abs.db`, "
            "`sqlite+aiosqlite:///...`, a SQLAlchemy `Engine` / `AsyncEngine` / `URL`, "
-           "`\"django:default\"` (a `settings.DATABASES` alias), or a list. The folder must "
-           "exist; the file may not yet.", env_note=" (comma-separated)",
+           "`\"django:default\"` (a `settings.DATABASES` alias), a folder of databases "
+           "`\"/data/tenants/*.db\"` (see [Many databases](#many-databases)), or a list. "
+           "The folder must exist; the file may not yet.", env_note=" (comma-separated)",
            flag="SQLite file or sqlite:/// URL; repeat for several"),
     Option("replica_url", "replica_url", None, "required",
            "Where to replicate: any URL Litestream accepts (`s3://`, `file:///abs/path`, "
@@ -194,8 +195,9 @@ OPTIONS: tuple[Option, ...] = (
              "How often the background poller refreshes replication positions."),
     Option("max_lag", "seconds", None,
            "`max(10 × sync_interval, 3 × health_interval, 10 s)`",  # noqa: RUF001
-           "A database is unhealthy once its replication delay (`behind_s`: the age of the "
-           "oldest change the replica lacks) exceeds this."),
+           "A database is unhealthy once its replication delay (`behind_s`: the "
+           "seconds since Litestream last confirmed the replica held everything) exceeds "
+           "this; on a follower, once its copy is this far behind."),
     Option("strict_status", "bool", False, "`False`",
            "Status route answers 503 unless *healthy* (not just running). See "
            "[Health](#health-readiness-versus-alerting)."),
@@ -209,6 +211,9 @@ OPTIONS: tuple[Option, ...] = (
            "When `database=` is a SQLAlchemy engine: give its connections `busy_timeout = "
            "5000` and `synchronous = NORMAL`. See [Using your app's database object]"
            "(#using-your-apps-database-object)."),
+    Option("role", "str", "primary", '`"primary"`',
+           "`\"follower\"`: never replicate; keep a read-only copy of each database that "
+           "follows the primary's replica. See [Read replicas](#read-replicas)."),
     Option("verify_interval", "seconds", None, "off",
            "Verify the backup this often in the background (the leading worker restores "
            "the replica into a side file and checks it); the result is in the status. See "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -18,9 +19,12 @@ import anyio.to_thread
 from ._config import Settings
 from ._databases import Database
 from ._exceptions import RestoreError
+from ._listing import replica_names
 from ._logs import scrub
 
 logger = logging.getLogger("asgi_litestream")
+
+_RESTORES_AT_ONCE = 8  # a folder may hold thousands; the store serves several at once
 
 
 def restore_database(
@@ -195,11 +199,46 @@ async def _log_progress(label: str, target: Path, started: float) -> None:
 
 async def restore_missing(binary: Path, config_path: Path, settings: Settings,
                           env: Mapping[str, str], *, on_start: Callable[[], None]) -> None:
-    """Restore on boot every configured database whose file does not exist."""
-    missing = [db for db in settings.databases if not db.path.exists()]
-    if missing:
-        on_start()
-    for db in missing:
-        await restore_on_boot(binary, config_path, db, env, name=settings.name,
-                              timeout=settings.restore_timeout, secrets=settings.secrets())
+    """Restore on boot every configured database whose file does not exist, and every
+    database a folder's replica holds that the folder lacks (several at once)."""
+    missing = [db for db in settings.databases if not db.is_folder and not db.path.exists()]
+    absent: list[Database] = []
+    for folder in (db for db in settings.databases if db.is_folder):
+        names = await anyio.to_thread.run_sync(replica_names, folder, env)
+        members = [folder.member(folder.path / name) for name in names
+                   if folder.holds(folder.path / name)]
+        gone = [db for db in members if not db.path.exists()]
+        logger.info("litestream %r: the replica of %s holds %d database(s), %d missing here",
+                    settings.name, folder.path / str(folder.pattern), len(members), len(gone))
+        absent += gone
+    if not missing and not absent:
+        return
+    on_start()
+    jobs = [(db, config_path, env) for db in missing]
+    if absent:
+        # `litestream restore -config` finds only `path:` entries, not a `dir:`'s
+        # databases: name them in a config of their own (secrets still ${VAR}s).
+        listed = dataclasses.replace(settings, databases=tuple(absent))
+        members_config = config_path.with_name("restore.yml")
+        members_config.write_text(listed.to_yaml())
+        members_env = listed.child_env(env)
+        jobs += [(db, members_config, members_env) for db in absent]
+    limiter = anyio.CapacityLimiter(_RESTORES_AT_ONCE)
+    errors: list[RestoreError] = []
 
+    async def restore_one(db: Database, config: Path, child_env: Mapping[str, str]) -> None:
+        async with limiter:
+            if errors:
+                return  # startup fails anyway: do not start more downloads
+            try:
+                await restore_on_boot(binary, config, db, child_env, name=settings.name,
+                                      timeout=settings.restore_timeout,
+                                      secrets=settings.secrets())
+            except RestoreError as exc:
+                errors.append(exc)  # raised plain below, not in an ExceptionGroup
+
+    async with anyio.create_task_group() as task_group:
+        for job in jobs:
+            task_group.start_soon(restore_one, *job)
+    if errors:
+        raise errors[0]

@@ -49,6 +49,7 @@ from ._workdir import CONFIG_NAME, SOCKET_NAME
 logger = logging.getLogger("asgi_litestream")
 
 _LOCK_POLL = 0.1
+_NEW_DATABASE_POLL = 0.05
 # How long a leader waits at shutdown for the other workers to stop writing.
 _MAX_HANDOVER_WAIT = 5.0
 
@@ -74,7 +75,9 @@ class ReplicationService:
         self.keeper = Keeper(settings, command=replicate_command(binary, self.config_path),
                              env=self._env, control=self.control, log=self.log,
                              pass_fds=lambda: self.leadership.fds,
-                             leading=lambda: self.role is Role.LEADER, on_change=self._publish)
+                             leading=lambda: self.role is Role.LEADER, on_change=self._publish,
+                             on_position=lambda path, result: self.health.note_position(
+                                 path, result.txid, result.replicated_txid))
         self.verifier = Verifier(
             name=settings.name, binary=binary, config_path=self.config_path,
             databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
@@ -115,8 +118,9 @@ class ReplicationService:
         try:
             async with anyio.create_task_group() as task_group:
                 self.keeper.task_group = task_group
-                self.syncs = DurableSyncs((db.path for db in self.settings.databases),
-                                          self._sync_once, task_group)
+                self.syncs = DurableSyncs(
+                    (db.path for db in self.settings.databases if not db.is_folder),
+                    self._sync_once, task_group, in_folder=self._in_a_folder)
                 try:
                     await self._join()
                 except BaseException as exc:
@@ -289,10 +293,18 @@ class ReplicationService:
                 raise SyncError("no control socket known for the leading worker")
             if not path.exists():
                 return None  # nothing committed yet
-            try:
-                result = await control.sync_durably(path, timeout=self.settings.flush_timeout)
-            except ControlError as exc:
-                raise SyncError(f"sync of {path} failed: {exc}") from exc
+            while True:
+                try:
+                    result = await control.sync_durably(
+                        path, timeout=self.settings.flush_timeout)
+                    break
+                except ControlError as exc:
+                    # A folder's new database: Litestream's watcher adds it within
+                    # milliseconds of its creation.
+                    if not (self._in_a_folder(path) and "not found" in str(exc)):
+                        raise SyncError(f"sync of {path} failed: {exc}") from exc
+                    await anyio.sleep(_NEW_DATABASE_POLL)
+            self.health.note_position(path, result.txid, result.replicated_txid)
             return result.replicated_txid
         assert scope.cancelled_caught
         raise SyncError(f"the replica of {path} did not confirm within "
@@ -306,7 +318,7 @@ class ReplicationService:
         while not self.keeper.closing:
             await self.refresh_health()
             if self.role is Role.LEADER and self.running:
-                self.health.log_changes(time.monotonic())  # standbys would repeat it
+                self.health.log_changes(time.time())  # standbys would repeat it
             await anyio.sleep(self.settings.health_interval)
 
     async def refresh_health(self) -> None:
@@ -344,5 +356,9 @@ class ReplicationService:
                               if self.verifier.last else None),
             )
 
+    def _in_a_folder(self, path: Path) -> bool:
+        return any(db.holds(path) for db in self.health.folders)
+
     def _paths(self) -> str:
-        return ", ".join(str(db.path) for db in self.settings.databases)
+        return ", ".join(str(db.path / db.pattern) if db.pattern else str(db.path)
+                         for db in self.settings.databases)

@@ -7,6 +7,7 @@ core.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
@@ -18,20 +19,24 @@ from ._registry import get_supervisor
 
 
 async def durable(request: Request, *, timeout: float | None = None,
-                  name: str | None = None) -> dict[str, int]:
+                  name: str | None = None,
+                  database: str | os.PathLike[str] | None = None) -> dict[str, int]:
     """Wait in a handler until its commits are in the replica; 503 if they cannot be.
 
     Call it after your transaction commits and before returning the response::
 
         await asgi_litestream.durable(request)
 
-    Returns ``{database path: replicated txid}``. Raises Starlette's
+    ``database`` waits for that one database only (required for a folder of
+    databases: name the tenant's file). Returns ``{database path: replicated txid}``.
+    Raises Starlette's
     ``HTTPException(503)`` (rendered by Starlette and FastAPI) when Litestream is
     down or the replica does not confirm within ``timeout``.
     """
     supervisor = get_supervisor(name) if name else request.state.litestream
     try:
-        positions: dict[str, int] = await supervisor.sync(timeout=timeout)
+        positions: dict[str, int] = await supervisor.sync(timeout=timeout,
+                                                          database=database)
     except SyncError as exc:
         raise HTTPException(503, detail=f"not durable: {exc}",
                             headers={"retry-after": "1"}) from exc

@@ -48,7 +48,7 @@ def snapshot_key(service: ReplicationService) -> tuple[object, ...]:
 
 def snapshot(service: ReplicationService) -> dict[str, Any]:
     """The status snapshot (the status route's JSON)."""
-    databases = service.health.snapshot(time.monotonic(), service.log.errors_of)
+    databases = service.health.snapshot(time.time(), service.log.errors_of)
     keeper, running = service.keeper, service.running
     standby = service.role is Role.STANDBY
     leader = service.election.leader if standby else {}

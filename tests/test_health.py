@@ -22,60 +22,64 @@ def test_unknown_before_the_first_poll() -> None:
     assert h.healthy(100.0, 10) is None
 
 
-def test_caught_up_means_zero_delay() -> None:
-    """A replica holding every local position has no delay, however long ago."""
+def listed(at: str | None) -> dict[str, str]:
+    """One /list entry; ``at`` as Litestream writes last_sync_at."""
+    return {"status": "replicating", **({"last_sync_at": at} if at else {})}
+
+
+T0 = 1_790_000_000.0  # a unix time
+AT_T0 = "2026-09-21T14:13:20.000000000Z"  # the same moment, as Litestream writes it
+
+
+def test_rfc3339_with_nanoseconds_is_read_on_every_python() -> None:
+    """Litestream's nine-digit fractions parse (fromisoformat alone fails on 3.10)."""
     h = health()
-    h.observe(5, 5, now=0.0)
-    assert h.delay(1000.0) == 0.0
-    assert h.healthy(1000.0, 10) is True
+    h.observe(listed("2026-09-21T14:13:20.451218973Z"), now=T0)
+    assert h.synced_at is not None and abs(h.synced_at - (T0 + 0.451218973)) < 1e-6
 
 
-def test_steady_load_delay_is_the_age_of_the_oldest_missing_change() -> None:
-    """Under load the replica is always a little short, yet the delay stays small:
-    it counts from when the first missing position was seen, not from the last
-    moment the replica held everything."""
+def test_a_recent_sync_means_a_small_delay() -> None:
+    """The delay is the age of Litestream's last confirmed sync."""
     h = health()
-    for second in range(100):  # each poll: 20 new commits, the replica 1 short
-        txid = 20 * (second + 1)
-        h.observe(txid, txid - 1, now=float(second))
-    assert h.lag() == 1
-    assert h.delay(99.5) == 0.5
-    assert h.healthy(99.5, 3) is True
+    h.observe(listed(AT_T0), now=T0 + 0.8)
+    assert h.delay(T0 + 0.8) == pytest.approx(0.8)
+    assert h.healthy(T0 + 0.8, 10) is True
 
 
-def test_stall_grows_the_delay_and_recovery_clears_it() -> None:
-    """The replica stuck at 10 while commits go on: the delay grows from the first
-    position it missed; once it catches up past that, the delay drops."""
+def test_a_stall_grows_the_delay_and_a_new_sync_clears_it() -> None:
+    """No new sync confirmed while polls go on: the delay grows past max_lag; the
+    next confirmed sync brings it back."""
     h = health()
-    h.observe(10, 10, now=0.0)
-    h.observe(12, 10, now=1.0)   # txid 11-12 first seen at 1.0
-    h.observe(30, 10, now=2.0)
-    h.observe(50, 10, now=5.0)
-    assert h.delay(6.0) == 5.0
-    assert h.healthy(6.0, 3) is False
-    h.observe(60, 30, now=7.0)   # replica past 12 and 30: the oldest missing is 50's
-    assert h.delay(7.0) == 2.0
-    h.observe(60, 60, now=8.0)
-    assert h.delay(20.0) == 0.0
+    for second in range(12):
+        h.observe(listed(AT_T0), now=T0 + second)
+    assert h.delay(T0 + 11) == 11
+    assert h.healthy(T0 + 11, 10) is False
+    h.observe(listed("2026-09-21T14:13:31.500000000Z"), now=T0 + 12)
+    assert h.delay(T0 + 12) == pytest.approx(0.5)
+    assert h.healthy(T0 + 12, 10) is True
+
+
+def test_never_synced_counts_from_when_it_was_first_listed(tmp_path: Path) -> None:
+    """A database Litestream lists but has never synced is behind since first seen
+    (a brand-new, still empty file is not: it has nothing to lose)."""
+    db = tmp_path / "new.db"
+    db.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    h = DatabaseHealth(database=Database(path=db, replica_url="file:///r"))
+    h.observe(listed(None), now=T0)
+    h.observe(listed(None), now=T0 + 4)
+    assert h.delay(T0 + 4) == 4
+    db.write_bytes(b"")
+    assert h.delay(T0 + 40) == 0.0
 
 
 def test_a_poll_error_is_unhealthy_and_the_next_good_poll_clears_it() -> None:
     """A failed poll is unhealthy at once; a later successful one clears the error."""
     h = health()
-    h.observe(3, 3, now=0.0)
-    h.error = "POST /sync: ReadTimeout"
-    assert h.healthy(0.1, 10) is False
-    h.observe(3, 3, now=1.0)
-    assert h.healthy(1.0, 10) is True
-
-
-def test_a_position_going_back_starts_over() -> None:
-    """A smaller txid means another database file (restored or replaced): the old
-    positions say nothing about it."""
-    h = health()
-    h.observe(100, 50, now=0.0)
-    h.observe(7, 7, now=50.0)
-    assert h.delay(60.0) == 0.0
+    h.observe(listed(AT_T0), now=T0)
+    h.error = "GET /list: ReadTimeout"
+    assert h.healthy(T0, 10) is False
+    h.observe(listed(AT_T0), now=T0 + 1)
+    assert h.healthy(T0 + 1, 10) is True
 
 
 def test_overall_health() -> None:
@@ -95,7 +99,6 @@ def test_a_database_out_of_wal_mode_is_warned_about_once(
 
     import anyio
 
-    from asgi_litestream._control import SyncResult
     from asgi_litestream._health import HealthPoller
 
     db = tmp_path / "app.db"
@@ -109,9 +112,11 @@ def test_a_database_out_of_wal_mode_is_warned_about_once(
 
     class Control:  # what HealthPoller asks of the control socket
         async def databases(self) -> list[dict[str, str]]:
-            return [{"path": str(db), "status": "replicating"}]
+            return [{"path": str(db), "status": "replicating", "last_sync_at": AT_T0}]
 
-        async def sync(self, path: Path, *, wait: bool, timeout: float) -> SyncResult:
+        async def sync(self, path: Path, *, wait: bool, timeout: float) -> object:
+            from asgi_litestream._control import SyncResult
+
             return SyncResult(status="ok", txid=1, replicated_txid=1)
 
     poller = HealthPoller((Database(path=db, replica_url="file:///r"),), name="t", max_lag=10)
@@ -128,3 +133,38 @@ def test_a_database_out_of_wal_mode_is_warned_about_once(
     journal("delete")
     anyio.run(polls, 2)
     assert caplog.text.count("is not in WAL mode") == 2
+
+
+def test_one_call_per_poll_for_a_folder_of_databases(tmp_path: Path) -> None:
+    """A poll asks /list once and a few positions, whatever the count; a folder's
+    databases appear and disappear with Litestream's list, and files outside the
+    pattern are ignored."""
+    import anyio
+
+    from asgi_litestream._health import HealthPoller
+
+    folder = Database(path=tmp_path, replica_url="file:///r", pattern="*.db")
+    names = [f"t{i}.db" for i in range(50)]
+
+    class Control:
+        calls = 0
+
+        async def sync(self, path: Path, *, wait: bool, timeout: float) -> object:
+            from asgi_litestream._control import SyncResult
+
+            Control.calls += 1
+            return SyncResult(status="ok", txid=3, replicated_txid=3)
+
+        async def databases(self) -> list[dict[str, str]]:
+            Control.calls += 1
+            return [{"path": str(tmp_path / n), "status": "replicating",
+                     "last_sync_at": AT_T0} for n in [*names, "other.sqlite"]]
+
+    poller = HealthPoller((folder,), name="t", max_lag=10)
+    anyio.run(poller.poll, Control())  # type: ignore[arg-type]
+    assert Control.calls == 5
+    assert sorted(h.database.path.name for h in poller.databases) == sorted(names)
+    assert poller.databases[0].database.replica_url == f"file:///r/{names[0]}"
+    names = names[:10]
+    anyio.run(poller.poll, Control())  # type: ignore[arg-type]
+    assert Control.calls == 10 and len(poller.databases) == 10

@@ -1,0 +1,85 @@
+"""Which databases a folder's replica holds: the names under its replica URL.
+
+Litestream replicates ``dir:`` entries to ``<replica_url>/<file name>`` but has no
+command that lists them (nor a restore-all for a folder: upstream #408). A
+``file://`` replica is a directory listing; an ``s3://`` one is a ListObjectsV2 with
+a delimiter, made by boto3 (the optional ``[s3]`` extra): a kept library signs the
+request, never hand-written signing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ._databases import Database
+from ._exceptions import ConfigError
+
+_LISTABLE = ("file", "s3")
+
+
+def check_listable(folder: Database) -> None:
+    """At startup, before anything is spawned: restoring this folder is possible."""
+    scheme = urlsplit(folder.replica_url).scheme
+    if scheme not in _LISTABLE:
+        raise ConfigError(
+            "replica_url", folder.replica, f"restoring a folder of databases lists its "
+            f"replica, which is supported for {' and '.join(_LISTABLE)}:// replicas",
+            "use an s3:// or file:// replica, or restore_if_missing=False")
+    if scheme == "s3" and importlib.util.find_spec("boto3") is None:
+        raise ConfigError(
+            "replica_url", folder.replica, "restoring a folder from S3 lists the bucket "
+            "with boto3, which is not installed", "pip install 'asgi-litestream[s3]'")
+
+
+def replica_names(folder: Database, env: Mapping[str, str]) -> list[str]:
+    """File names of the databases the folder's replica holds (blocking I/O)."""
+    parts = urlsplit(folder.replica_url)
+    if parts.scheme == "file":
+        root = Path(unquote(parts.path))
+        if not root.is_dir():
+            return []
+        return sorted(entry.name for entry in root.iterdir()
+                      if (entry / "ltx").is_dir())
+    return _s3_names(parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)), env)
+
+
+def _s3_names(bucket: str, prefix: str, query: dict[str, str],
+              env: Mapping[str, str]) -> list[str]:
+    # The [s3] extra; check_listable() made sure it is there. Untyped: imported as Any.
+    boto3: Any = importlib.import_module("boto3")
+    config: Any = importlib.import_module("botocore.config")
+    endpoint = query.get("endpoint") or None
+    if endpoint and "://" not in endpoint:
+        endpoint = "https://" + endpoint  # as Litestream reads it
+    client: Any = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name=query.get("region") or "us-east-1",
+        aws_access_key_id=_first(env, "LITESTREAM_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_first(env, "LITESTREAM_SECRET_ACCESS_KEY",
+                                     "AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
+        verify=query.get("skipVerify") != "true" and _ca_bundle(env),
+        config=config.Config(s3={"addressing_style": "path"}
+                             if query.get("forcePathStyle") == "true" else {}),
+    )
+    base = f"{prefix}/" if prefix else ""
+    names: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=base, Delimiter="/"):
+        names += [entry["Prefix"][len(base):].rstrip("/")
+                  for entry in page.get("CommonPrefixes", ())]
+    return sorted(names)
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    return next((env[name] for name in names if env.get(name)), None)
+
+
+def _ca_bundle(env: Mapping[str, str]) -> str | bool:
+    """Litestream's trust (SSL_CERT_FILE), not AWS_CA_BUNDLE, which it cannot use."""
+    return env.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_FILE") or True
