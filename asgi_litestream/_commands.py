@@ -29,6 +29,7 @@ from ._databases import Database
 from ._download import download_litestream
 from ._exceptions import LitestreamError, RestoreError
 from ._leader import Leadership
+from ._listing import with_folders_listed
 from ._logs import scrub
 from ._options import OPTIONS
 from ._restore import restore_database
@@ -201,8 +202,9 @@ def _size(size: int) -> str:
 
 
 def _selected(args: argparse.Namespace) -> Settings:
-    """The settings, narrowed to --only's database (keeping its replica URL)."""
-    settings = settings_from(args)
+    """The settings, narrowed to --only's database (keeping its replica URL); a
+    folder stands for the databases its replica holds."""
+    settings = with_folders_listed(settings_from(args))
     if args.only is None:
         return settings
     return dataclasses.replace(settings, databases=(find_database(settings, args.only),))

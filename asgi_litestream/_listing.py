@@ -9,6 +9,7 @@ request, never hand-written signing.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ._config import Settings
 from ._databases import Database
 from ._exceptions import ConfigError
 
@@ -47,6 +49,23 @@ def replica_names(folder: Database, env: Mapping[str, str]) -> list[str]:
         return sorted(entry.name for entry in root.iterdir()
                       if (entry / "ltx").is_dir())
     return _s3_names(parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)), env)
+
+
+def with_folders_listed(settings: Settings) -> Settings:
+    """The settings with each folder replaced by the databases its replica holds, for
+    the commands (restore, backups, verify), which work database by database."""
+    if not any(db.is_folder for db in settings.databases):
+        return settings
+    env = settings.child_env(os.environ)
+    databases: list[Database] = []
+    for db in settings.databases:
+        if db.is_folder:
+            check_listable(db)
+            databases += [db.member(db.path / name) for name in replica_names(db, env)
+                          if db.holds(db.path / name)]
+        else:
+            databases.append(db)
+    return dataclasses.replace(settings, databases=tuple(databases))
 
 
 def _s3_names(bucket: str, prefix: str, query: dict[str, str],

@@ -155,6 +155,32 @@ async def test_restore_on_boot_brings_back_every_database_of_the_folder(
             assert rows == expected, name
 
 
+async def test_the_cli_restores_every_database_of_a_folder(
+    tmp_path: Path, litestream_bin: Path,
+) -> None:
+    """`asgi-litestream restore --database 'folder/*.db'` restores each database the
+    replica holds, as the app would on boot."""
+    from tests.test_cli import cli
+
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    url = f"file://{tmp_path}/replica"
+    app = LitestreamLifespan(tenants_app(folder), database=f"{folder}/*.db", replica_url=url,
+                             bin_path=litestream_bin)
+    async with lifespan(app) as state, client(app, state) as http:
+        for name in ("a", "b", "c"):
+            assert (await http.post(f"/t/{name}/notes", json={"body": name})).status_code == 201
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = cli("restore", "--database", f"{elsewhere}/*.db", "--replica-url", url,
+                 "--bin-path", str(litestream_bin))
+    assert result.returncode == 0, result.stderr
+    for name in ("a", "b", "c"):
+        with sqlite3.connect(elsewhere / f"{name}.db") as conn:
+            assert conn.execute("SELECT body FROM notes").fetchall() == [(name,)]
+        conn.close()
+
+
 async def test_a_folder_pattern_must_be_in_the_file_name(tmp_path: Path) -> None:
     """A pattern in the folder part, or a folder that does not exist, is refused at
     startup with the fix, before anything is spawned."""
