@@ -10,17 +10,16 @@ request, never hand-written signing.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._config import Settings
 from ._databases import Database
 from ._exceptions import ConfigError
+from ._s3 import s3_client
 
 _LISTABLE = ("file", "s3")
 
@@ -70,22 +69,8 @@ def with_folders_listed(settings: Settings) -> Settings:
 
 def _s3_names(bucket: str, prefix: str, query: dict[str, str],
               env: Mapping[str, str]) -> list[str]:
-    # The [s3] extra; check_listable() made sure it is there. Untyped: imported as Any.
-    boto3: Any = importlib.import_module("boto3")
-    config: Any = importlib.import_module("botocore.config")
-    endpoint = query.get("endpoint") or None
-    if endpoint and "://" not in endpoint:
-        endpoint = "https://" + endpoint  # as Litestream reads it
-    client: Any = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name=query.get("region") or "us-east-1",
-        aws_access_key_id=_first(env, "LITESTREAM_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=_first(env, "LITESTREAM_SECRET_ACCESS_KEY",
-                                     "AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=env.get("AWS_SESSION_TOKEN"),
-        verify=query.get("skipVerify") != "true" and _ca_bundle(env),
-        config=config.Config(s3={"addressing_style": "path"}
-                             if query.get("forcePathStyle") == "true" else {}),
-    )
+    # The [s3] extra; check_listable() made sure it is there.
+    client = s3_client(query, env)
     base = f"{prefix}/" if prefix else ""
     names: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(
@@ -93,12 +78,3 @@ def _s3_names(bucket: str, prefix: str, query: dict[str, str],
         names += [entry["Prefix"][len(base):].rstrip("/")
                   for entry in page.get("CommonPrefixes", ())]
     return sorted(names)
-
-
-def _first(env: Mapping[str, str], *names: str) -> str | None:
-    return next((env[name] for name in names if env.get(name)), None)
-
-
-def _ca_bundle(env: Mapping[str, str]) -> str | bool:
-    """Litestream's trust (SSL_CERT_FILE), not AWS_CA_BUNDLE, which it cannot use."""
-    return env.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_FILE") or True
