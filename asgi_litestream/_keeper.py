@@ -118,6 +118,17 @@ class Keeper:
             if self.want_running and not self.closing:
                 self._on_exit(code, ran_for=time.monotonic() - child.started_at)
 
+    async def kill(self, state: State) -> None:
+        """Stop Litestream at once, with no final sync (a fence: the lease may be
+        someone else's by now, and a last upload would be a second writer)."""
+        self.want_running = False
+        self._wake.set()
+        async with self.lock:
+            child, self.child = self.child, None
+            if child is not None:
+                await child.aclose(grace=0)
+            self.set_state(state)
+
     async def stop(self) -> bool:
         """Flush every database to its replica, then stop Litestream; start() brings
         it back. Returns whether the flush reached every replica."""

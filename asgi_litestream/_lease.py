@@ -70,6 +70,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._exceptions import ConfigError, LitestreamError
 from ._s3 import s3_client
+from ._urls import redact_url
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -150,11 +151,11 @@ def check_lease_possible(replica_url: str) -> None:
     scheme = urlsplit(replica_url).scheme
     if scheme not in _SCHEMES:
         raise ConfigError(
-            "replica_url", replica_url, "a lease is kept in s3:// and file:// replicas "
+            "replica_url", redact_url(replica_url), "a lease is kept in s3:// and file:// replicas "
             "only", "use an s3:// or file:// replica, or run without the lease")
     if scheme == "s3" and importlib.util.find_spec("boto3") is None:
         raise ConfigError(
-            "replica_url", replica_url, "the lease in an S3 replica is written with "
+            "replica_url", redact_url(replica_url), "the lease in an S3 replica is written with "
             "boto3, which is not installed", "pip install 'asgi-litestream[s3]'")
 
 
@@ -167,11 +168,11 @@ def lease_store(replica_url: str, env: Mapping[str, str], *, owner: str | None =
     parts = urlsplit(replica_url)
     if parts.scheme == "file":
         if not parts.path.strip("/"):
-            raise ConfigError("replica_url", replica_url, "a file:// replica needs a "
+            raise ConfigError("replica_url", redact_url(replica_url), "a file:// replica needs a "
                               "directory", "write file:///absolute/path/to/replica")
         return FileLeaseStore(Path(unquote(parts.path)), owner=owner, timeout=timeout)
     if not parts.netloc:
-        raise ConfigError("replica_url", replica_url, "an s3:// replica needs a bucket",
+        raise ConfigError("replica_url", redact_url(replica_url), "an s3:// replica needs a bucket",
                           "write s3://bucket/path")
     return S3LeaseStore(parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)),
                         env, owner=owner, timeout=timeout)

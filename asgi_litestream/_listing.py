@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -78,3 +79,33 @@ def _s3_names(bucket: str, prefix: str, query: dict[str, str],
         names += [entry["Prefix"][len(base):].rstrip("/")
                   for entry in page.get("CommonPrefixes", ())]
     return sorted(names)
+
+
+_LTX_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
+
+
+def replica_txid(database: Database, env: Mapping[str, str]) -> int:
+    """The newest transaction the replica holds (0: none), from its LTX file names
+    at every level (``ltx/<level>/<min>-<max>.ltx``), without downloading any."""
+    parts = urlsplit(database.replica_url)
+    if parts.scheme == "file":
+        return _newest(p.name for p in Path(unquote(parts.path)).glob("ltx/*/*.ltx"))
+    client = s3_client(dict(parse_qsl(parts.query)), env)
+    prefix = parts.path.strip("/")
+    names: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=parts.netloc, Prefix=f"{prefix}/ltx/" if prefix else "ltx/"):
+        names += [entry["Key"].rsplit("/", 1)[-1] for entry in page.get("Contents", ())]
+    return _newest(names)
+
+
+def local_txid(path: Path) -> int:
+    """The newest transaction Litestream recorded for this database file here (0:
+    never replicated from this file), from its local LTX files."""
+    return _newest(p.name for p in path.with_name(f".{path.name}-litestream").glob(
+        "ltx/*/*.ltx"))
+
+
+def _newest(names: Iterable[str]) -> int:
+    found = [int(match.group(2), 16) for name in names if (match := _LTX_NAME.match(name))]
+    return max(found, default=0)

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -19,7 +20,7 @@ import anyio.to_thread
 from ._config import Settings
 from ._databases import Database
 from ._exceptions import RestoreError
-from ._listing import replica_names
+from ._listing import local_txid, replica_names, replica_txid
 from ._logs import scrub
 
 logger = logging.getLogger("asgi_litestream")
@@ -242,3 +243,41 @@ async def restore_missing(binary: Path, config_path: Path, settings: Settings,
             task_group.start_soon(restore_one, *job)
     if errors:
         raise errors[0]
+
+
+async def replace_if_behind(binary: Path, config_path: Path, settings: Settings,
+                            env: Mapping[str, str], *, on_start: Callable[[], None]) -> None:
+    """With the lease just taken: a database file here that is *behind* its replica
+    (another host wrote since this file was last replicated, or the app created it
+    before the lease was ours) is moved aside (``<db>.behind-<unix time>``) and
+    restored, so that replication never continues from a stale file. A file at
+    or ahead of the replica is kept: it holds rows the replica will receive."""
+    for db, ours, theirs in await databases_behind(settings, env):
+        aside = db.path.with_name(f"{db.path.name}.behind-{int(time.time())}")
+        logger.warning("litestream %r: %s is behind its replica (txid %d here, %d in %s): "
+                       "moving it to %s and restoring the replica's", settings.name,
+                       db.path, ours, theirs, db.replica, aside.name)
+        on_start()
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(db.path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(aside) + suffix))
+        shutil.rmtree(db.path.with_name(f".{db.path.name}-litestream"), ignore_errors=True)
+        await restore_on_boot(binary, config_path, db, env, name=settings.name,
+                              timeout=settings.restore_timeout, secrets=settings.secrets())
+
+
+async def databases_behind(settings: Settings, env: Mapping[str, str]
+                           ) -> list[tuple[Database, int, int]]:
+    """(database, txid here, txid in the replica) for each database file here whose
+    replica holds newer transactions (a folder's databases are not compared)."""
+    def positions(db: Database) -> tuple[int, int]:
+        return local_txid(db.path), replica_txid(db, env)
+
+    behind = []
+    for db in settings.databases:
+        if not db.is_folder and db.path.exists():
+            ours, theirs = await anyio.to_thread.run_sync(positions, db)
+            if theirs > ours:
+                behind.append((db, ours, theirs))
+    return behind

@@ -21,6 +21,7 @@ the other workers.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -39,10 +40,13 @@ from ._group_sync import DurableSyncs
 from ._health import HealthPoller
 from ._keeper import Keeper
 from ._leader import Leadership
+from ._lease import lease_store
+from ._lease_keeper import LeaseKeeper
 from ._logs import LitestreamLog
 from ._metrics import LitestreamScrape
-from ._restore import restore_missing
+from ._restore import databases_behind, replace_if_behind, restore_missing
 from ._status import Role, State
+from ._urls import join_url, redact_url
 from ._verify import Verifier
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
@@ -50,6 +54,8 @@ logger = logging.getLogger("asgi_litestream")
 
 _LOCK_POLL = 0.1
 _NEW_DATABASE_POLL = 0.05
+# States in which a durable wait fails at once rather than wait for a restart.
+_NOT_REPLICATING = (State.FAILED, State.WAITING_FOR_LEASE, State.FENCED)
 # How long a leader waits at shutdown for the other workers to stop writing.
 _MAX_HANDOVER_WAIT = 5.0
 
@@ -83,6 +89,13 @@ class ReplicationService:
             databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
             secrets=settings.secrets(), on_result=self._publish,
             control=lambda: self.election.control() if self.running else None)
+        self.lease: LeaseKeeper | None = None
+        if settings.lease:
+            self.lease = LeaseKeeper(
+                lease_store(settings.lease_replica, self._env, timeout=min(
+                    5.0, settings.lease_ttl / 6)),
+                ttl=settings.lease_ttl, name=settings.name,
+                where=redact_url(join_url(settings.lease_replica, "lock.json")))
         self.metrics_addr = metrics_addr  # Litestream's /metrics (ours; or none)
         self.scrape = LitestreamScrape()  # its /metrics, fetched in the background
         self._close_requested = anyio.Event()
@@ -115,12 +128,17 @@ class ReplicationService:
         """Start (lead or follow), report started, supervise until close(), then hand
         over, flush and stop. A startup error is raised plain, before ``started``."""
         failure: Exception | None = None
+        # With a lease the app serves at once (readiness 503, state waiting_for_lease)
+        # while another host may hold the lease for as long as it runs.
+        started_early = self.lease is not None
         try:
             async with anyio.create_task_group() as task_group:
                 self.keeper.task_group = task_group
                 self.syncs = DurableSyncs(
                     (db.path for db in self.settings.databases if not db.is_folder),
                     self._sync_once, task_group, in_folder=self._in_a_folder)
+                if started_early:
+                    task_status.started()
                 try:
                     await self._join()
                 except BaseException as exc:
@@ -142,7 +160,8 @@ class ReplicationService:
                         task_group.start_soon(
                             self.verifier.every, self.settings.verify_interval,
                             lambda: self.role is Role.LEADER and self.running)
-                    task_status.started()
+                    if not started_early:
+                        task_status.started()
                     try:
                         await self._close_requested.wait()
                     finally:
@@ -154,7 +173,13 @@ class ReplicationService:
                 await self.election.aclose()
             self._closed.set()
         if failure is not None:
-            raise failure
+            if not started_early:
+                raise failure
+            # The app already serves: stay down and say so, rather than crash it.
+            logger.error("litestream %r: could not start after taking the lease: %s; "
+                         "NOT replicating (readiness answers 503)", self.settings.name,
+                         failure)
+            self.keeper.set_state(State.FAILED)
 
     async def close(self) -> None:
         """Shutdown: return once serve() has flushed and stopped Litestream."""
@@ -166,6 +191,8 @@ class ReplicationService:
         limit = self.settings.startup_timeout
         if self.settings.restore_if_missing:
             limit += self.settings.restore_timeout
+        if self.lease is not None:
+            limit = math.inf  # the lease may be held for as long as its holder runs
         try:
             with anyio.fail_after(limit):
                 # File locks held by other processes: nothing to await but time.
@@ -196,11 +223,15 @@ class ReplicationService:
         ):
             await self.keeper.start_for_the_final_flush()
         stopped_by_the_app = self.role is Role.LEADER and self.state is State.STOPPED
+        not_the_writer = self.state in (State.WAITING_FOR_LEASE, State.FENCED)
         self.keeper.closing = True
         self.keeper.wake()
         try:
             self.leadership.leave()
-            if stopped_by_the_app:
+            if not_the_writer:
+                logger.info("litestream %r: %s at shutdown: not the writer, nothing to "
+                            "flush", self.settings.name, self.state.value)
+            elif stopped_by_the_app:
                 logger.warning("litestream %r: no final flush: the app stopped Litestream "
                                "(stop_litestream) and did not start it again; rows written "
                                "since are not in the replica", self.settings.name)
@@ -221,6 +252,8 @@ class ReplicationService:
                 flushing = (self.settings.flush_timeout + 2) * len(self.settings.databases)
                 await self.leadership.wait_for_leader_to_flush(
                     flushing + self.settings.stop_timeout + _MAX_HANDOVER_WAIT)
+            if self.lease is not None:
+                await self.lease.release()  # after the flush: the successor takes it now
         finally:
             async with self.keeper.lock:  # no takeover or spawn may be half-way now
                 self.leadership.resign()
@@ -231,11 +264,50 @@ class ReplicationService:
         self.election.lead()
         logger.info("litestream %r: this worker (pid %d) leads replication of %s",
                     self.settings.name, os.getpid(), self._paths())
+        if self.lease is not None:
+            self.keeper.set_state(State.WAITING_FOR_LEASE)
+            if not await self.lease.acquire(give_up=self._stopping):
+                return
+            await replace_if_behind(self.binary, self.config_path, self.settings, self._env,
+                                    on_start=lambda: self.keeper.set_state(State.RESTORING))
         if self.settings.restore_if_missing:
             await restore_missing(self.binary, self.config_path, self.settings, self._env,
                                   on_start=lambda: self.keeper.set_state(State.RESTORING))
         if not self.keeper.closing:
             await self.keeper.start()
+            if self.lease is not None and self.keeper.task_group is not None:
+                self.keeper.task_group.start_soon(self.lease.keep, self._fence)
+
+    async def _fence(self, why: str) -> None:
+        """The lease could be someone else's: stop at once, then try to win it back."""
+        await self.keeper.kill(State.FENCED)
+        if self.keeper.task_group is not None:
+            self.keeper.task_group.start_soon(self._regain_lease)
+
+    async def _regain_lease(self) -> None:
+        assert self.lease is not None
+        if not await self.lease.acquire(give_up=self._stopping):
+            return
+        behind = await databases_behind(self.settings, self._env)
+        if behind:
+            # Someone else wrote while we were fenced. Restoring under the running app
+            # would swap the file beneath its open connections: stay down instead.
+            why = (f"the replica moved on while this app was fenced ({behind[0][0].path}: "
+                   f"txid {behind[0][1]} here, {behind[0][2]} in the replica)")
+            await self.lease.release()
+            self.lease.fenced_because = why
+            logger.error("litestream %r: FENCED for good: %s. Fix: restart the app; it "
+                         "restores the replica's copy before replicating", self.settings.name,
+                         why)
+            return
+        logger.info("litestream %r: the lease is ours again; replicating again",
+                    self.settings.name)
+        await self.keeper.start()
+        if self.keeper.task_group is not None:
+            self.keeper.task_group.start_soon(self.lease.keep, self._fence)
+
+    def _stopping(self) -> bool:
+        return self.keeper.closing or self._close_requested.is_set()
 
     async def _follow(self) -> bool:
         """True once another worker leads and its Litestream answers."""
@@ -283,7 +355,7 @@ class ReplicationService:
         """One round of group commit for one database: POST /sync with wait."""
         with anyio.move_on_after(self.settings.flush_timeout) as scope:
             while not self.running:  # a restart takes milliseconds: wait it out
-                if (self.keeper.closing or self.state is State.FAILED
+                if (self.keeper.closing or self.state in _NOT_REPLICATING
                         or not self.keeper.want_running):
                     raise SyncError(f"Litestream {self.settings.name!r} is "
                                     f"{self.state.value}: nothing replicates {path}")
@@ -354,6 +426,7 @@ class ReplicationService:
                 metrics_addr=self.metrics_addr,
                 verification=(self.verifier.last.to_json()
                               if self.verifier.last else None),
+                lease=self.lease.to_json() if self.lease else None,
             )
 
     def _in_a_folder(self, path: Path) -> bool:

@@ -36,12 +36,15 @@ class State(str, Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"  # stopped on purpose (stop_litestream / shutdown)
     FAILED = "failed"  # too many restarts in the window: stays down until started again
+    WAITING_FOR_LEASE = "waiting_for_lease"  # another host holds the replica's lease
+    FENCED = "fenced"  # our lease could have expired: stopped, never a second writer
 
 
 def snapshot_key(service: ReplicationService) -> tuple[object, ...]:
     """Changes whenever snapshot() would: state, positions, errors, and every 100 ms
     (uptime), so the status route can reuse its rendered body."""
     return (service.state, service.pid, service.keeper.restarts, service.role,
+            service.lease.lease if service.lease else None,
             service.election.leader_ok, service.health.changes, service.log.changes,
             int(time.monotonic() * 10))
 
@@ -70,6 +73,8 @@ def snapshot(service: ReplicationService) -> dict[str, Any]:
         "version": leader.get("version") if standby else keeper.version,
         "verification": _verification(leader.get("verification") if standby else (
             service.verifier.last.to_json() if service.verifier.last else None)),
+        "lease": leader.get("lease") if standby else (
+            service.lease.to_json() if service.lease else None),
         "databases": databases,
     }
 

@@ -1,0 +1,184 @@
+"""One writer across hosts: hold the lease in the replica while replicating.
+
+Our flock (_leader.py) keeps one Litestream per database on one host; a new pod on
+another node during a rolling deploy replicates to the same replica while the old one
+still writes, and two writers make the replica unrestorable. So, with ``lease=True``,
+the leading worker holds ``<replica>/lock.json`` (upstream's leaser format, _lease.py)
+for as long as its Litestream runs:
+
+    acquire  wait (logging the holder every few seconds) until the lock is free or
+             expired, then take it
+    keep     renew every ``lease_ttl / 3``; when renewal fails until the lease could
+             expire (``fence_margin`` before it does, for clock skew and a slow
+             call), or someone else holds it, *fence*: the service kills Litestream
+             at once (no final sync: that would be a write without the lease)
+    release  after the final flush, so the successor takes it within a poll
+
+The store is blocking (boto3); each call runs in a thread and is abandoned, not
+awaited, past its deadline, so a hung S3 can never delay the fence.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._lease import Lease, LeaseHeld, LeaseLost, LeaseStore, LeaseStoreError
+
+logger = logging.getLogger("asgi_litestream")
+
+_ACQUIRE_POLL = 0.5  # a released lease is taken within this
+_RETRY = 1.0  # after a failed renewal
+_LOG_EVERY = 5.0  # while waiting: one line per this many seconds
+
+
+class LeaseKeeper:
+    """Acquire, renew and release one lease; tell the service when to fence."""
+
+    def __init__(self, store: LeaseStore, *, ttl: float, name: str, where: str) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.name = name
+        self.where = where  # the lock's location, credentials redacted, for the logs
+        self.lease: Lease | None = None  # ours, while held
+        self.seen: Lease | None = None  # the holder's, while we wait
+        self.fenced_because: str | None = None
+        self.last_error: str | None = None
+        self._renewed_at: float | None = None  # monotonic
+
+    @property
+    def fence_margin(self) -> float:
+        """Fence this long before the lease could expire: renewal calls time out
+        within it, and it absorbs this much clock skew between hosts."""
+        return max(self.ttl / 6, 1.0)
+
+    async def acquire(self, *, give_up: Callable[[], bool]) -> bool:
+        """Wait until we hold the lease (True), or until ``give_up()`` (False)."""
+        logged_at = -_LOG_EVERY
+        while not give_up():
+            try:
+                self.lease = await self._call(self.store.acquire, self.ttl)
+            except LeaseHeld as held:
+                self.seen = Lease(generation=0, expires_at=held.expires_at,
+                                  owner=held.holder, etag="")
+                self.last_error = None
+                if time.monotonic() - logged_at >= _LOG_EVERY:
+                    logged_at = time.monotonic()
+                    logger.warning(
+                        "litestream %r: waiting for the lease %s, held by %s until %s "
+                        "(%.0fs left); not replicating until then", self.name, self.where,
+                        held.holder, _clock(held.expires_at), _left(held.expires_at))
+                await anyio.sleep(_ACQUIRE_POLL)
+                continue
+            except (LeaseStoreError, TimeoutError) as exc:
+                self.last_error = str(exc) or "timed out"
+                if time.monotonic() - logged_at >= _LOG_EVERY:
+                    logged_at = time.monotonic()
+                    logger.warning("litestream %r: cannot take the lease %s: %s; retrying",
+                                   self.name, self.where, self.last_error)
+                await anyio.sleep(_RETRY)
+                continue
+            self._renewed_at = time.monotonic()
+            self.seen, self.fenced_because, self.last_error = None, None, None
+            logger.info("litestream %r: holds the lease %s (generation %d, until %s)",
+                        self.name, self.where, self.lease.generation,
+                        _clock(self.lease.expires_at))
+            return True
+        return False
+
+    async def keep(self, fence: Callable[[str], Awaitable[None]]) -> None:
+        """Renew until cancelled; on a lost or expiring lease, call ``fence(why)``
+        once and return."""
+        while self.lease is not None:
+            assert self._renewed_at is not None
+            deadline = self._renewed_at + self.ttl - self.fence_margin
+            await anyio.sleep(min(self.ttl / 3, max(deadline - time.monotonic(), 0)))
+            lease = self.lease
+            if lease is None:
+                return  # released meanwhile
+            try:
+                with anyio.fail_after(max(deadline - time.monotonic(), 0)):
+                    renewed = await self._call(self.store.renew, lease, self.ttl)
+            except LeaseLost:
+                holder = await self._holder()
+                await self._fence(fence, f"the lease was taken over{holder}")
+                return
+            except (LeaseStoreError, TimeoutError) as exc:
+                self.last_error = str(exc) or "timed out"
+                if time.monotonic() >= deadline:
+                    await self._fence(fence, "could not renew the lease for "
+                                      f"{time.monotonic() - self._renewed_at:.1f}s "
+                                      f"({self.last_error})")
+                    return
+                logger.warning("litestream %r: renewing the lease %s failed: %s; fencing "
+                               "in %.1fs unless a retry works", self.name, self.where,
+                               self.last_error, deadline - time.monotonic())
+                await anyio.sleep(min(_RETRY, max(deadline - time.monotonic(), 0)))
+                continue
+            if self.lease is lease:  # not released while the call ran
+                self.lease, self._renewed_at, self.last_error = (
+                    renewed, time.monotonic(), None)
+
+    async def release(self) -> None:
+        """Give the lease back (after the final flush), so a successor takes it now
+        rather than after the TTL. A failure only costs the successor the TTL."""
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        try:
+            await self._call(self.store.release, lease)
+        except (LeaseLost, LeaseStoreError, TimeoutError) as exc:
+            logger.warning("litestream %r: could not release the lease %s (%s); a "
+                           "successor takes it when it expires at %s", self.name,
+                           self.where, exc or "timed out", _clock(lease.expires_at))
+            return
+        logger.info("litestream %r: released the lease %s", self.name, self.where)
+
+    def to_json(self) -> dict[str, Any]:
+        """Holder, generation, expiry and our part, for the status route."""
+        held = self.lease
+        shown = held or self.seen
+        return {
+            "role": ("holder" if held else "fenced" if self.fenced_because
+                     else "waiting"),
+            "holder": shown.owner if shown else None,
+            "generation": held.generation if held else None,
+            "expires_at": shown.expires_at.isoformat() if shown else None,
+            "expires_in_s": round(_left(shown.expires_at), 1) if shown else None,
+            "ttl_s": self.ttl,
+            "fenced_because": self.fenced_because,
+            "error": self.last_error,
+        }
+
+    async def _fence(self, fence: Callable[[str], Awaitable[None]], why: str) -> None:
+        self.lease, self.fenced_because = None, why
+        logger.error("litestream %r: FENCED: %s. Litestream is stopped at once (no final "
+                     "sync), durable writes fail and readiness answers 503 until the lease "
+                     "is ours again", self.name, why)
+        await fence(why)
+
+    async def _holder(self) -> str:
+        try:
+            found = await self._call(self.store.read)
+        except (LeaseStoreError, TimeoutError):
+            return ""
+        return f" by {found.owner}" if found else ""
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        # Abandoned, not awaited, when the caller's deadline passes: boto3 cannot be
+        # interrupted, and a fence must never wait on S3.
+        return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+
+
+def _left(when: datetime) -> float:
+    return (when - datetime.now(timezone.utc)).total_seconds()
+
+
+def _clock(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%H:%M:%S UTC")
