@@ -18,10 +18,12 @@ from ._exceptions import (
     SyncError,
     UnsupportedPlatformError,
 )
+from ._follower import connect_readonly
 from ._handle import Supervisor
 from ._middleware import LitestreamLifespan
+from ._read_replica import ReadReplica, position_header
 from ._registry import get_supervisor, start_litestream, status, stop_litestream
-from ._starlette import durable, durable_endpoint
+from ._starlette import durable, durable_endpoint, read_your_writes
 from ._status import State
 from ._verify import Verification
 
@@ -39,6 +41,7 @@ __all__ = [
     "DownloadError",
     "LitestreamError",
     "LitestreamLifespan",
+    "ReadReplica",
     "RestoreError",
     "RestorePoint",
     "Settings",
@@ -50,10 +53,13 @@ __all__ = [
     "UnsupportedPlatformError",
     "Verification",
     "__version__",
+    "connect_readonly",
     "durable",
     "durable_endpoint",
     "get_supervisor",
     "list_restore_points",
+    "position_header",
+    "read_your_writes",
     "restore_to",
     "start_litestream",
     "status",

@@ -75,6 +75,8 @@ class Settings:
     sqlite_pragmas: bool = _DEFAULTS["sqlite_pragmas"]
     verify_interval: float | None = None
     role: str = _DEFAULTS["role"]
+    lease: bool = _DEFAULTS["lease"]
+    lease_ttl: float = _DEFAULTS["lease_ttl"]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +146,13 @@ class Settings:
         if self.role == "follower" and any(db.is_folder for db in self.databases):
             raise ConfigError("role", self.role, "follows databases named one by one, "
                               "not a folder", "list the databases to follow")
+        if self.lease_ttl < 3:
+            raise ConfigError("lease_ttl", self.lease_ttl, "must be >= 3 seconds",
+                              "use the default 30, or at least a few seconds: it is renewed "
+                              "every third of it")
+        if self.lease and self.role == "follower":
+            raise ConfigError("lease", True, "a follower never writes, so holds no lease",
+                              "drop lease= on the followers")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", self.log_level, f"must be one of {LOG_LEVELS}",
                               "use 'info' unless you are debugging Litestream")
@@ -153,6 +162,11 @@ class Settings:
         if self.secret_access_key is not None and not self.secret_access_key:
             raise ConfigError("secret_access_key", "***", "is empty",
                               "pass the secret, or leave it unset to use the environment")
+
+    @property
+    def lease_replica(self) -> str:
+        """Where the lease lives: the first database's replica (``lock.json`` in it)."""
+        return min(self.databases, key=lambda db: db.path).replica_url
 
     def secrets(self) -> list[str]:
         """Every secret value known, so that logs can be scrubbed of them."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import _registry
 from ._binary import find_litestream_for
 from ._config import Settings, resolve_route
-from ._exceptions import ConfigError
+from ._exceptions import StartupError
+from ._follower import FollowerSet
 from ._handle import Supervisor
+from ._leader import Leadership
+from ._lease import check_lease_possible
 from ._listing import check_listable
-from ._logs import show_lifecycle
+from ._logs import LitestreamLog, show_lifecycle
 from ._options import DEFAULT, OPTION_NAMES
+from ._read_replica import ReadReplica
+from ._restart import RestartPolicy
 from ._routes import Routes
 from ._service import ReplicationService
 from ._sqlite import check_database_file, install_pragmas
-from ._workdir import Workdir, loopback_address, private_workdir, write_config
+from ._workdir import CONFIG_NAME, Workdir, loopback_address, private_workdir, write_config
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -79,6 +84,8 @@ class LitestreamLifespan:
         restore_timeout: float | None = None,
         sqlite_pragmas: bool | None = None,
         role: str | None = None,
+        lease: bool | None = None,
+        lease_ttl: float | None = None,
         verify_interval: float | None = None,
     ) -> None:
         # No I/O and no validation here: Starlette builds middleware lazily inside
@@ -122,31 +129,63 @@ class LitestreamLifespan:
         # --lifespan auto, and the app would serve with no backup at all. Preflight
         # runs outside any task group, so its errors arrive unwrapped.
         workdir: Workdir | None = None
+        handle: Supervisor | ReadReplica
         try:
             settings = Settings.from_options(**self._options)
-            if settings.role == "follower":  # wired in the next change
-                raise ConfigError("role", "follower", "is not available yet", "use 'primary'")
             binary = await anyio.to_thread.run_sync(_check_files_and_find_binary, settings)
-            if settings.sqlite_pragmas:
+            if settings.sqlite_pragmas and settings.role == "primary":
                 install_pragmas(self._options["database"])
             workdir = private_workdir()
-            metrics_addr = loopback_address() if settings.metrics_path else None
-            write_config(settings, workdir, metrics_addr=metrics_addr)
-            service = ReplicationService(settings, binary=binary, workdir=workdir.path,
-                                         environ=os.environ, metrics_addr=metrics_addr)
-            supervisor = Supervisor(service)
-            _registry.register(settings.name, supervisor)
+            if settings.role == "follower":
+                # The followers name each replica through the config file, never argv.
+                write_config(settings, workdir)
+                followers, handle, lock = _followers(settings, binary, workdir)
+            else:
+                metrics_addr = loopback_address() if settings.metrics_path else None
+                write_config(settings, workdir, metrics_addr=metrics_addr)
+                service = ReplicationService(settings, binary=binary, workdir=workdir.path,
+                                             environ=os.environ, metrics_addr=metrics_addr)
+                supervisor = Supervisor(service)
+                handle = supervisor
+            _registry.register(settings.name, handle)
         except Exception as exc:
             if workdir is not None:
                 workdir.remove()
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
-            await self._serve(service, supervisor, workdir, scope, receive, send, startup)
+            if settings.role == "follower":
+                try:
+                    await self._serve_followers(followers, handle, workdir, scope, receive,
+                                                send, startup)
+                finally:
+                    lock.resign()
+            else:
+                await self._serve(service, supervisor, workdir, scope, receive, send,
+                                  startup)
         finally:
-            _registry.unregister(settings.name, supervisor)
+            _registry.unregister(settings.name, handle)
             self.routes.service = None
+            self.routes.follower = None
             workdir.remove()
+
+    async def _serve_followers(self, followers: FollowerSet, handle: Any, workdir: Workdir,
+                               scope: Scope, receive: Receive, send: Send,
+                               startup: Message) -> None:
+        """A read replica: the copies follow in the background (readiness 503 until
+        they are in place and within max_lag); the app's lifespan runs inside ours."""
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(followers.serve)
+            self.routes.follower = handle
+            if "state" in scope:
+                scope["state"]["litestream"] = handle
+            try:
+                error = await self._run_inner_lifespan(
+                    followers.close, handle.name, workdir, scope, receive, send, startup)
+            finally:
+                await followers.close()
+        if error is not None:
+            raise error
 
     async def _serve(self, service: ReplicationService, supervisor: Supervisor,
                      workdir: Workdir, scope: Scope, receive: Receive, send: Send,
@@ -167,15 +206,16 @@ class LitestreamLifespan:
                     scope["state"]["litestream"] = supervisor
                 try:
                     error = await self._run_inner_lifespan(
-                        service, workdir, scope, receive, send, startup)
+                        service.close, service.settings.name, workdir, scope, receive, send,
+                        startup)
                 finally:
                     await service.close()  # a no-op once the inner lifespan closed it
         if error is not None:
             raise error
 
-    async def _run_inner_lifespan(self, service: ReplicationService, workdir: Workdir,
-                                  scope: Scope, receive: Receive, send: Send,
-                                  startup: Message) -> Exception | None:
+    async def _run_inner_lifespan(self, close: Callable[[], Awaitable[None]], name: str,
+                                  workdir: Workdir, scope: Scope, receive: Receive,
+                                  send: Send, startup: Message) -> Exception | None:
         """Run the inner app's lifespan inside ours; hold its shutdown reply until
         Litestream has flushed, so the server does not exit before the replica has
         every row. Returns the inner app's own error, if any, for the caller to raise."""
@@ -215,12 +255,12 @@ class LitestreamLifespan:
                 # Like uvicorn: an app that raises before answering startup does not
                 # speak lifespan (Django's ASGI handler). Litestream runs regardless.
                 logger.info("litestream %r: the app does not support lifespan (%s); "
-                            "running Litestream for it anyway", service.settings.name, exc)
+                            "running Litestream for it anyway", name, exc)
         if not startup_replied:
             await send({"type": "lifespan.startup.complete"})
         if not held and not shutdown_received:
             await receive()  # the server's lifespan.shutdown: the only message left
-        await service.close()
+        await close()
         # Before the reply, not after: uvicorn (one process) re-raises SIGTERM as
         # soon as it has shutdown.complete, and nothing of ours runs past that.
         workdir.remove()
@@ -232,6 +272,27 @@ class LitestreamLifespan:
         return inner_error
 
 
+def _followers(settings: Settings, binary: Path, workdir: Workdir
+               ) -> tuple[FollowerSet, ReadReplica, Leadership]:
+    """The followers of a read replica, and the lock that makes them the only ones."""
+    lock = Leadership(settings.databases)
+    if not lock.try_lead():
+        raise StartupError(
+            f"another process already follows {', '.join(str(d.path) for d in settings.databases)}"
+            ". Fix: a follower runs one worker per copy: scale pods, not --workers")
+    followers = FollowerSet(
+        binary, settings.databases, env=settings.child_env(os.environ),
+        log=LitestreamLog(settings.secrets()), name=settings.name,
+        config_path=workdir.path / CONFIG_NAME,
+        policy=lambda: RestartPolicy(max_restarts=settings.max_restarts,
+                                     restart_window=settings.restart_window,
+                                     max_backoff=settings.max_backoff),
+        interval=settings.sync_interval, health_interval=settings.health_interval,
+        max_lag=settings.max_lag, probe_timeout=settings.startup_timeout,
+        grace=settings.stop_timeout, secrets=settings.secrets())
+    return followers, ReadReplica(settings, followers), lock
+
+
 def _check_files_and_find_binary(settings: Settings) -> Path:
     """The blocking part of preflight, in one thread hop: the databases are SQLite
     (or absent), and the Litestream executable is found (or fetched)."""
@@ -240,4 +301,6 @@ def _check_files_and_find_binary(settings: Settings) -> Path:
             check_database_file(db.path)
         elif settings.restore_if_missing:
             check_listable(db)
+    if settings.lease:
+        check_lease_possible(settings.lease_replica)
     return find_litestream_for(settings)

@@ -214,6 +214,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("role", "str", "primary", '`"primary"`',
            "`\"follower\"`: never replicate; keep a read-only copy of each database that "
            "follows the primary's replica. See [Read replicas](#read-replicas)."),
+    Option("lease", "bool", False, "`False`",
+           "Hold a lease in the replica (`lock.json`, upstream's format) while replicating: "
+           "one writer across hosts. See [Rolling deploys across hosts]"
+           "(#rolling-deploys-across-hosts).", env_note=" (`1`/`0`)"),
+    _seconds("lease_ttl", 30.0, "`30` s",
+             "The lease's time to live: renewed every third of it; a holder that cannot "
+             "renew stops replicating before it expires."),
     Option("verify_interval", "seconds", None, "off",
            "Verify the backup this often in the background (the leading worker restores "
            "the replica into a side file and checks it); the result is in the status. See "

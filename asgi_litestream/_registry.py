@@ -6,11 +6,12 @@ from typing import Literal
 
 from ._exceptions import ConfigError, SupervisorLookupError
 from ._handle import Supervisor
+from ._read_replica import ReadReplica
 
-_supervisors: dict[str, Supervisor] = {}
+_supervisors: dict[str, Supervisor | ReadReplica] = {}
 
 
-def register(name: str, supervisor: Supervisor) -> None:
+def register(name: str, supervisor: Supervisor | ReadReplica) -> None:
     if name in _supervisors:
         raise ConfigError(
             "name", name, "another LitestreamLifespan in this process already uses it",
@@ -19,13 +20,14 @@ def register(name: str, supervisor: Supervisor) -> None:
     _supervisors[name] = supervisor
 
 
-def unregister(name: str, supervisor: Supervisor) -> None:
+def unregister(name: str, supervisor: Supervisor | ReadReplica) -> None:
     if _supervisors.get(name) is supervisor:
         del _supervisors[name]
 
 
-def get_supervisor(name: str = "litestream") -> Supervisor:
-    """The supervisor of the running LitestreamLifespan called ``name``."""
+def get_supervisor(name: str = "litestream") -> Supervisor | ReadReplica:
+    """The supervisor of the running LitestreamLifespan called ``name`` (a
+    :class:`ReadReplica` when it runs with ``role="follower"``)."""
     try:
         return _supervisors[name]
     except KeyError:

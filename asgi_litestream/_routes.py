@@ -20,6 +20,7 @@ from ._backups import list_restore_points
 from ._config import Settings
 from ._exceptions import LitestreamError
 from ._metrics import SyncStats, service_metrics
+from ._read_replica import ReadReplica
 from ._service import ReplicationService
 from ._status import snapshot, snapshot_key
 
@@ -42,6 +43,7 @@ class Routes:
     def __init__(self, *, status_path: str | None, metrics_path: str | None,
                  dashboard_path: str | None) -> None:
         self.service: ReplicationService | None = None
+        self.follower: ReadReplica | None = None  # instead, on a read replica
         self.paths: dict[str, Handler] = {}
         for path, handler in ((status_path, self._status), (metrics_path, self._metrics),
                               (dashboard_path, self._dashboard)):
@@ -58,6 +60,13 @@ class Routes:
 
     async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await _readable(scope, send):
+            return
+        if self.follower is not None:
+            # A read replica is ready once every copy is in place and within max_lag.
+            found = self.follower.status()
+            await _respond(send, 200 if found["healthy"] else 503,
+                           json.dumps(found, separators=(",", ":")).encode(), _JSON,
+                           head=scope["method"] == "HEAD")
             return
         body, running, healthy = self._status_body()
         service = self.service
@@ -84,6 +93,10 @@ class Routes:
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await _readable(scope, send):
+            return
+        if self.follower is not None:
+            await _respond(send, 200, self.follower.metrics().encode(), _PROMETHEUS,
+                           head=scope["method"] == "HEAD")
             return
         service = self.service
         if service is None:

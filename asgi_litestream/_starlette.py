@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ._exceptions import SyncError
+from ._read_replica import POSITION_HEADER, ReadReplica, parse_position
 from ._registry import get_supervisor
 
 
@@ -41,6 +42,30 @@ async def durable(request: Request, *, timeout: float | None = None,
         raise HTTPException(503, detail=f"not durable: {exc}",
                             headers={"retry-after": "1"}) from exc
     return positions
+
+
+async def read_your_writes(request: Request, *, timeout: float = 2.0,
+                           name: str | None = None) -> None:
+    """On a follower, in a read handler: wait until this replica holds the client's
+    last write, whose position the primary handed out (``Litestream-Position``, as a
+    header or a cookie: ``position_header(await durable(request))``). Raises
+    ``HTTPException(503)`` with ``Retry-After`` when it does not within ``timeout``;
+    returns at once without a position, or on a primary (it holds its own writes)."""
+    value = request.headers.get(POSITION_HEADER) or request.cookies.get(POSITION_HEADER)
+    if not value:
+        return
+    replica = get_supervisor(name) if name else request.state.litestream
+    if not isinstance(replica, ReadReplica):
+        return
+    for database, txid in parse_position(value).items():
+        try:
+            caught_up = await replica.wait_for(database, txid, timeout)
+        except KeyError:
+            continue  # a database this replica does not follow
+        if not caught_up:
+            raise HTTPException(503, detail=f"this replica has not caught up with your "
+                                f"last write yet ({database} at {txid})",
+                                headers={"retry-after": "1"})
 
 
 def durable_endpoint(

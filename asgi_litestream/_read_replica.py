@@ -1,0 +1,136 @@
+"""``role="follower"``: the app's side of a read replica (the mechanism is _follower.py).
+
+A follower never runs ``litestream replicate`` and never writes to the replica: it
+keeps a read-only copy of each database following the primary's replica. This module
+is what the middleware, the status route, the metrics and the app see of it, and the
+read-your-writes handshake: the primary hands the client its position
+(:func:`position_header` on ``durable()``'s result), the follower waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._config import Settings
+from ._exceptions import LitestreamError, SyncError
+from ._follower import FollowerSet
+
+# The primary's replica positions, as the client carries them from a write to a read.
+POSITION_HEADER = "litestream-position"
+
+
+class ReadReplica:
+    """The followers of one LitestreamLifespan (``role="follower"``), as the app sees
+    them: ``request.state.litestream`` on a follower."""
+
+    __slots__ = ("_followers", "_started", "settings")
+
+    def __init__(self, settings: Settings, followers: FollowerSet) -> None:
+        self.settings = settings
+        self._followers = followers
+        self._started = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"ReadReplica(name={self.name!r}, ready={self.ready!r})"
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def ready(self) -> bool:
+        """Every copy is in place (the first restore of each is complete)."""
+        return self._followers.ready
+
+    @property
+    def running(self) -> bool:
+        """Every copy follows: in place, within ``max_lag`` of its replica."""
+        return self._followers.healthy(self.settings.max_lag)
+
+    async def wait_for(self, database: str | os.PathLike[str], txid: int,
+                       timeout: float) -> bool:
+        """True once the copy of ``database`` (a path, or its file name) holds the
+        primary's position ``txid``; False after ``timeout`` seconds."""
+        return await self._followers.wait_for(self._path(database), txid, timeout)
+
+    async def sync(self, *, timeout: float | None = None,
+                   database: str | os.PathLike[str] | None = None) -> dict[str, int]:
+        raise SyncError("this app is a follower (role='follower'): it never writes, so "
+                        "nothing can be made durable here. Fix: send writes to the primary")
+
+    async def start(self) -> None:
+        raise LitestreamError("a follower runs no Litestream to start (role='follower')")
+
+    async def stop(self) -> bool:
+        raise LitestreamError("a follower runs no Litestream to stop (role='follower')")
+
+    def status(self) -> dict[str, Any]:
+        """The status snapshot: what the status route serves on a follower."""
+        databases = self._followers.snapshot(self.settings.max_lag)
+        ready, healthy = self.ready, self.running
+        return {
+            "name": self.name,
+            "role": "follower",
+            "status": "running" if healthy else "down",
+            "state": ("following" if healthy else "catching_up" if ready
+                      else "restoring"),
+            "ready": ready,
+            "healthy": healthy,
+            "worker_pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "restarts": sum(d["restarts"] for d in databases),
+            "databases": databases,
+        }
+
+    def metrics(self) -> str:
+        """Prometheus text: readiness, lag in transactions and seconds, restarts."""
+        lines = [
+            "# HELP asgi_litestream_follower_ready 1 once every copy is in place.",
+            "# TYPE asgi_litestream_follower_ready gauge",
+            f'asgi_litestream_follower_ready{{name="{self.name}"}} {int(self.ready)}',
+        ]
+        series = (("copy_txid", "Transaction the follower's copy holds.", "copy_txid"),
+                  ("behind_transactions", "Transactions the copy lacks.", "behind_txns"),
+                  ("behind_seconds", "Age of the oldest transaction the copy lacks.",
+                   "behind_s"),
+                  ("restarts_total", "Restarts of the follower's Litestream.", "restarts"))
+        databases = self._followers.snapshot(self.settings.max_lag)
+        for metric, help_text, key in series:
+            kind = "counter" if metric.endswith("_total") else "gauge"
+            lines += [f"# HELP asgi_litestream_follower_{metric} {help_text}",
+                      f"# TYPE asgi_litestream_follower_{metric} {kind}"]
+            lines += [f'asgi_litestream_follower_{metric}{{name="{self.name}",'
+                      f'database="{_label(d["path"])}"}} {d[key]}'
+                      for d in databases if d[key] is not None]
+        return "\n".join(lines) + "\n"
+
+    def _path(self, database: str | os.PathLike[str]) -> Path:
+        text = os.fspath(database)
+        for follower in self._followers.followers:
+            if text in (follower.path.name, str(follower.path)):
+                return follower.path
+        return Path(text)
+
+
+def position_header(positions: Mapping[str, int]) -> str:
+    """The value of the ``Litestream-Position`` header for ``durable()``'s result
+    (``{path: replicated txid}``): ``app.db=1843``, comma-separated."""
+    return ",".join(f"{Path(path).name}={txid}" for path, txid in sorted(positions.items()))
+
+
+def parse_position(value: str) -> dict[str, int]:
+    """``{file name: txid}`` from a ``Litestream-Position`` value; bad parts ignored."""
+    found: dict[str, int] = {}
+    for part in value.split(","):
+        name, _, txid = part.strip().partition("=")
+        if name and txid.isdigit():
+            found[name] = int(txid)
+    return found
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
