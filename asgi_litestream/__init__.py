@@ -18,7 +18,7 @@ from ._exceptions import (
     SyncError,
     UnsupportedPlatformError,
 )
-from ._follower import connect_readonly
+from ._follow_copy import connect_readonly
 from ._handle import Supervisor
 from ._middleware import LitestreamLifespan
 from ._read_replica import ReadReplica, position_header

@@ -110,7 +110,8 @@ class LitestreamProcess:
             with anyio.fail_after(timeout):
                 # A folder's databases are found by Litestream before its socket listens.
                 await child._wait_ready({str(db.path) for db in databases
-                                         if not db.is_folder})
+                                         if not db.is_folder},
+                                        folders=any(db.is_folder for db in databases))
         except BaseException as exc:
             await child.aclose(grace=0)
             if isinstance(exc, TimeoutError):
@@ -192,7 +193,7 @@ class LitestreamProcess:
             await self._drained()
             await self._process.aclose()
 
-    async def _wait_ready(self, wanted: set[str]) -> None:
+    async def _wait_ready(self, wanted: set[str], *, folders: bool) -> None:
         while True:
             if self.returncode is not None:
                 await self._drained()
@@ -200,8 +201,12 @@ class LitestreamProcess:
             try:
                 info = await self._control.info()
                 if info.get("pid") == self.pid:
-                    listed = {d.get("path") for d in await self._control.databases()}
-                    if wanted <= listed:
+                    # /info counts the databases: when that is exactly the listed ones,
+                    # no second round trip is needed to know they are all there.
+                    if (not wanted or (not folders
+                                       and info.get("database_count") == len(wanted))
+                            or wanted <= {d.get("path")
+                                          for d in await self._control.databases()}):
                         self.version = info.get("version")
                         return
             except ControlError:

@@ -46,6 +46,7 @@ class DatabaseHealth:
     """
 
     database: Database
+    replica: str = ""  # the redacted replica URL, computed once (a thousand per render)
     litestream_status: str | None = None  # "replicating" / "open" / "stopped" from /list
     last_sync_at: str | None = None  # as Litestream reports it (RFC 3339)
     synced_at: float | None = None  # last_sync_at as a unix time
@@ -58,6 +59,9 @@ class DatabaseHealth:
     polled_at: float | None = None
     journal_warned: bool = False  # warned that the file left WAL mode
     unhealthy_since: float | None = None  # monotonic; set while a stall is reported
+
+    def __post_init__(self) -> None:
+        self.replica = self.database.replica
 
     def observe(self, listed: dict[str, Any], now: float) -> None:
         """Record this database's entry of one ``GET /list`` (``now``: unix time)."""
@@ -98,7 +102,7 @@ class DatabaseHealth:
                 last_errors: list[str]) -> dict[str, Any]:
         return {
             "path": str(self.database.path),
-            "replica": self.database.replica,
+            "replica": self.replica,
             "litestream_status": self.litestream_status,
             "txid": self.txid,
             "replicated_txid": self.replicated_txid,
@@ -123,6 +127,8 @@ class HealthPoller:
                         for db in databases if not db.is_folder}
         self.changes = 0  # bumped by every poll, for the status route's cache
         self._journal_turn = self._position_turn = 0
+        self._listed: set[Any] = set()  # the paths of the last /list, as strings
+        self._rendered: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
         # Per listed database, the delay over the last hour (the status page's chart);
         # not for a folder's databases, which may be thousands.
         self._history = {str(path): deque[tuple[float, float | None]](
@@ -190,6 +196,9 @@ class HealthPoller:
         """A folder's databases come and go: follow what Litestream replicates."""
         if not self.folders:
             return
+        if listed.keys() == self._listed:
+            return  # the usual poll: the same databases as last time
+        self._listed = set(listed.keys())
         for text in listed:
             path = Path(str(text))
             if path not in self._health:
@@ -238,7 +247,7 @@ class HealthPoller:
         ``now`` is a unix time."""
         for health in self._health.values():
             healthy = health.healthy(now, self.max_lag)
-            where = (self.name, health.database.path, health.database.replica)
+            where = (self.name, health.database.path, health.replica)
             if healthy is False and health.unhealthy_since is None:
                 health.unhealthy_since = now
                 why = (f"polling it failed: {health.error}" if health.error is not None
@@ -252,11 +261,17 @@ class HealthPoller:
                             health.delay(now) or 0.0)
                 health.unhealthy_since = None
 
-    def snapshot(self, now: float, errors_of: Callable[[str], list[str]]
-                 ) -> list[dict[str, Any]]:
-        """``now``: unix time."""
-        return [h.to_json(now, self.max_lag, errors_of(h.database.path.name))
-                for h in self._health.values()]
+    def snapshot(self, now: float, errors_of: Callable[[str], list[str]],
+                 log_changes: int = 0) -> list[dict[str, Any]]:
+        """Per database, as of the last poll (``now``: unix time): rendered once per
+        poll and per new Litestream error, since a thousand of them take milliseconds.
+        The delay it shows may so be up to one ``health_interval`` old."""
+        key = (self.changes, log_changes)
+        if self._rendered is None or self._rendered[0] != key:
+            self._rendered = (key, [h.to_json(now, self.max_lag,
+                                              errors_of(h.database.path.name))
+                                    for h in self._health.values()])
+        return self._rendered[1]
 
 
 def _unix_time(stamp: str) -> float | None:

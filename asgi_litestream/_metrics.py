@@ -51,9 +51,13 @@ class LitestreamScrape:
                     url = f"http://{found}/metrics"
                     QUIET_URLS.add(url)  # kept out of the httpx logger, like the socket
                     try:
-                        self.text = (await http.get(url)).text
+                        raw = (await http.get(url)).text
                     except httpx.HTTPError:
                         self.text = ""
+                    else:
+                        # Filtered once here, not on every render: at a thousand
+                        # databases it is hundreds of kilobytes.
+                        self.text = "\n".join(litestream_series(raw))
                 await anyio.sleep(interval)
 
 
@@ -102,7 +106,8 @@ def service_metrics(service: ReplicationService) -> str:
 
 def render_metrics(status: Mapping[str, Any], *, sync: SyncStats, sync_rounds: int,
                    flush_seconds: float | None, litestream: str) -> str:
-    """The Prometheus text exposition (version 0.0.4) of one service."""
+    """The Prometheus text exposition (version 0.0.4) of one service; ``litestream``
+    is Litestream's own series, already filtered (LitestreamScrape.text)."""
     name = {"name": status["name"]}
     out = _Writer()
     out.family("asgi_litestream_up", "gauge", "1 while the databases are being replicated.",
@@ -142,7 +147,7 @@ def render_metrics(status: Mapping[str, Any], *, sync: SyncStats, sync_rounds: i
     out.family("asgi_litestream_verification_duration_seconds", "gauge",
                "How long the last verification took.",
                [(name, verification.get("duration_s"))])
-    return "\n".join([*out.lines, *litestream_series(litestream)]) + "\n"
+    return "\n".join([*out.lines, *([litestream] if litestream else [])]) + "\n"
 
 
 _DATABASE_SERIES = (

@@ -25,7 +25,7 @@ from . import _registry
 from ._binary import find_litestream_for
 from ._config import Settings, resolve_route
 from ._exceptions import StartupError
-from ._follower import FollowerSet
+from ._follower_set import FollowerSet
 from ._handle import Supervisor
 from ._leader import Leadership
 from ._lease import check_lease_possible

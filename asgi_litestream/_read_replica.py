@@ -17,7 +17,7 @@ from typing import Any
 
 from ._config import Settings
 from ._exceptions import LitestreamError, SyncError
-from ._follower import FollowerSet
+from ._follower_set import FollowerSet
 
 # The primary's replica positions, as the client carries them from a write to a read.
 POSITION_HEADER = "litestream-position"

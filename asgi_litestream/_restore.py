@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 import logging
 import os
@@ -206,11 +207,11 @@ async def restore_missing(binary: Path, config_path: Path, settings: Settings,
     absent: list[Database] = []
     for folder in (db for db in settings.databases if db.is_folder):
         names = await anyio.to_thread.run_sync(replica_names, folder, env)
-        members = [folder.member(folder.path / name) for name in names
-                   if folder.holds(folder.path / name)]
-        gone = [db for db in members if not db.path.exists()]
+        here = set(await anyio.to_thread.run_sync(os.listdir, folder.path))
+        held = [name for name in names if fnmatch.fnmatchcase(name, str(folder.pattern))]
+        gone = [folder.member(folder.path / name) for name in held if name not in here]
         logger.info("litestream %r: the replica of %s holds %d database(s), %d missing here",
-                    settings.name, folder.path / str(folder.pattern), len(members), len(gone))
+                    settings.name, folder.path / str(folder.pattern), len(held), len(gone))
         absent += gone
     if not missing and not absent:
         return

@@ -51,7 +51,8 @@ def snapshot_key(service: ReplicationService) -> tuple[object, ...]:
 
 def snapshot(service: ReplicationService) -> dict[str, Any]:
     """The status snapshot (the status route's JSON)."""
-    databases = service.health.snapshot(time.time(), service.log.errors_of)
+    databases = service.health.snapshot(time.time(), service.log.errors_of,
+                                        service.log.changes)
     keeper, running = service.keeper, service.running
     standby = service.role is Role.STANDBY
     leader = service.election.leader if standby else {}

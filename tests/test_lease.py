@@ -16,11 +16,9 @@ import pytest
 
 from asgi_litestream import ConfigError
 from asgi_litestream._lease import (
-    FileLeaseStore,
     Lease,
     LeaseHeld,
     LeaseStoreError,
-    S3LeaseStore,
     check_lease_possible,
     decode,
     default_owner,
@@ -29,6 +27,7 @@ from asgi_litestream._lease import (
     lease_store,
     parse_time,
 )
+from asgi_litestream._lease_stores import FileLeaseStore, S3LeaseStore
 from tests import lease_contract as contract
 
 

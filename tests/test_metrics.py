@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from asgi_litestream._metrics import SyncStats, render_metrics
+from asgi_litestream._metrics import SyncStats, litestream_series, render_metrics
 
 STATUS = {
     "name": "orders", "status": "running", "state": "running", "role": "leader",
@@ -25,8 +25,9 @@ def families() -> dict[str, list]:  # type: ignore[type-arg]
     stats = SyncStats()
     stats.record(0.03, ok=True)
     stats.record(20.0, ok=False)
+    # As LitestreamScrape keeps it: filtered once per scrape.
     text = render_metrics(STATUS, sync=stats, sync_rounds=1, flush_seconds=None,
-                          litestream=LITESTREAM)
+                          litestream="\n".join(litestream_series(LITESTREAM)))
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 

@@ -22,7 +22,8 @@ import pytest
 
 from asgi_litestream._control import ControlClient, ControlError
 from asgi_litestream._databases import Database
-from asgi_litestream._follower import FollowerSet, connect_readonly
+from asgi_litestream._follow_copy import connect_readonly
+from asgi_litestream._follower_set import FollowerSet
 from asgi_litestream._logs import LitestreamLog
 from tests.helpers import S3
 

@@ -1,0 +1,144 @@
+"""One `litestream restore -f` process: its command line, its output read, its stop.
+
+The mechanism only (like ``_child.py`` for `litestream replicate`): when to start,
+restart or restore afresh is the :class:`~._follower.Follower`'s business.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from ._child import _PDEATHSIG_EXEC, _setpriv
+
+logger = logging.getLogger("asgi_litestream")
+
+_MAX_LINE = 64 * 1024
+# After SIGKILL the kernel reaps at once; this only bounds the wait for the last
+# log lines, so that closing can never hang.
+_REAP_LIMIT = 2.0
+# One key=value of Go's slog text format (values with spaces are Go-quoted).
+_FIELD = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def follow_command(binary: Path, output: Path, source: Sequence[str], *,
+                   interval: float) -> list[str]:
+    """`litestream restore -f` into ``output``, from ``source`` (a replica URL, or
+    ``-config FILE DB_PATH``), wrapped on Linux like ``replicate_command``: the kernel
+    sends it SIGTERM if the app dies without stopping it."""
+    command = [str(binary), "restore", "-f", "-if-replica-exists",
+               "-follow-interval", _duration(interval), "-o", str(output), *source]
+    if not sys.platform.startswith("linux"):
+        return command
+    setpriv = _setpriv()
+    if setpriv:
+        return [setpriv, "--pdeathsig", "TERM", "--", *command]
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]
+
+
+def parse_text_record(text: str) -> dict[str, str] | None:
+    """One line of Litestream's slog output as a dict: text (``time=… level=INFO
+    msg="…" k=v``), or JSON (``logging: {type: json}``, as our generated config asks);
+    None for anything else (``Error: …`` on exit, a panic)."""
+    if text.startswith("{"):
+        try:
+            found = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(found, dict):
+            return None
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in found.items()}
+    if not text.startswith("time="):
+        return None
+    record: dict[str, str] = {}
+    for key, value in _FIELD.findall(text):
+        if value.startswith('"'):
+            try:
+                value = str(json.loads(value))
+            except ValueError:
+                value = value[1:-1]
+        record.setdefault(key, value)
+    return record
+
+
+def resume_refused(line: str) -> bool:
+    """Litestream refused to go on following over the existing copy (its position is
+    missing, unreadable, or not reachable from the replica's latest snapshot): only a
+    fresh restore helps. A replica that could not be listed is no such verdict."""
+    return "cannot resume follow mode" in line or "read txid file for crash recovery" in line
+
+
+def _hex(value: str | None) -> int | None:
+    try:
+        return int(value, 16) if value else None
+    except ValueError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    """A Go duration (``-follow-interval``), to the millisecond."""
+    return f"{max(round(seconds * 1000), 1)}ms"
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one `restore -f` process did, as its output told."""
+
+    fresh: bool
+    output: Path
+    entered_at: float | None = None  # monotonic time it entered follow mode
+    published: bool = False
+    empty: bool = False  # exited because the replica holds no backup yet
+    refused: str | None = None  # why it would not resume over the copy
+    final_error: str | None = None
+    code: int | None = None
+
+
+async def stop_process(process: anyio.abc.Process, *, grace: float, name: str,
+                       path: Path) -> None:
+    """SIGTERM, SIGKILL past ``grace``, reap: runs to the end, within one deadline."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _REAP_LIMIT):
+        if process.returncode is None:
+            process.terminate()
+            with anyio.move_on_after(grace):
+                await process.wait()
+            if process.returncode is None:
+                logger.warning("litestream %r: the follower of %s did not stop within "
+                               "%gs; killing it", name, path, grace)
+                process.kill()
+        await process.wait()
+        await process.aclose()
+
+
+async def pump_lines(process: anyio.abc.Process, on_line: Callable[[bytes], Awaitable[None]],
+                     pumped: anyio.Event) -> None:
+    """Hand each line of the process's output to ``on_line`` (a line longer than
+    ``_MAX_LINE`` bytes in pieces) until it ends, then set ``pumped``."""
+    stdout = process.stdout
+    assert stdout is not None
+    pending = b""
+    try:
+        async for chunk in stdout:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                await on_line(line)
+            if len(pending) > _MAX_LINE:
+                await on_line(pending)
+                pending = b""
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        pass
+    finally:
+        if pending:
+            with anyio.CancelScope(shield=True):
+                await on_line(pending)
+        pumped.set()
