@@ -137,6 +137,19 @@ def render_metrics(status: Mapping[str, Any], *, sync: SyncStats, sync_rounds: i
                "Durable waits that failed (Litestream down, or the replica too slow).",
                [(name, sync.failures)])
     _histogram(out, name, sync)
+    lease = status.get("lease")
+    if lease is not None:  # lease=True: one writer across hosts
+        out.family("asgi_litestream_lease_held", "gauge",
+                   "1 while this app holds the replica's lease.",
+                   [(name, lease["role"] == "holder")])
+        out.family("asgi_litestream_lease_fenced", "gauge",
+                   "1 while fenced: the lease could have been lost, nothing replicates.",
+                   [(name, lease["role"] == "fenced")])
+        out.family("asgi_litestream_lease_generation", "gauge",
+                   "Generation of the lease held.", [(name, lease["generation"])])
+        out.family("asgi_litestream_lease_expires_in_seconds", "gauge",
+                   "Seconds until the lease (ours, or the holder's) expires.",
+                   [(name, lease["expires_in_s"])])
     verification = status.get("verification") or {}
     out.family("asgi_litestream_verification_ok", "gauge",
                "Whether the last verification of the backup passed.",

@@ -5,12 +5,14 @@ Real uvicorn, real Litestream, real S3 (moto) or a file replica."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -108,6 +110,9 @@ def test_graceful_handover_takes_a_second_and_loses_nothing(
                            "B waiting")
         assert status(b)[0] == 503  # type: ignore[index]
         assert waiting["lease"]["holder"] == first["lease"]["holder"]
+        held = 'asgi_litestream_lease_held{name="litestream"}'
+        assert f"{held} 1" in a.get("/_litestream/metrics").text
+        assert f"{held} 0" in b.get("/_litestream/metrics").text
         wait_for(b, lambda code, body: "waiting for the lease" in b.output(), "B logs it")
         assert f"held by {first['lease']['holder']}" in b.output()
         while len(writer.acknowledged) < 20:
@@ -215,3 +220,45 @@ def test_a_holder_cut_off_from_s3_fences_itself_before_its_lease_expires(
     restored = restore(litestream_bin, s3.url(), tmp_path / "check.db", s3.env())
     assert restored[:len(acknowledged)] == acknowledged
     assert [r for r in restored if r.startswith("b-")] == acknowledged_b
+
+
+@pytest.mark.anyio
+async def test_a_database_behind_the_replica_is_set_aside_and_restored(
+    tmp_path: Path, litestream_bin: Path,
+) -> None:
+    """A host coming back with an old copy (the replica moved on since) does not
+    replicate from it: with the lease taken, the old file is moved aside, never
+    deleted, and the replica's newer copy is restored before the app starts writing."""
+    import shutil
+
+    from asgi_litestream import LitestreamLifespan
+    from tests.helpers import client, lifespan, notes_app
+
+    url = f"file://{tmp_path}/replica"
+    here, there = tmp_path / "a", tmp_path / "b"
+    here.mkdir()
+    there.mkdir()
+
+    async def session(folder: Path, rows: list[str]) -> list[str]:
+        app = LitestreamLifespan(notes_app(folder / "app.db"), database=folder / "app.db",
+                                 replica_url=url, bin_path=litestream_bin, lease=True)
+        async with lifespan(app) as state, client(app, state) as http:
+            with anyio.fail_after(30):  # serving at once; replicating once the lease is ours
+                while not state["litestream"].running:
+                    await anyio.sleep(0.01)
+            for row in rows:
+                assert (await http.post("/notes/durable", json={"body": row})
+                        ).status_code == 201
+            return list((await http.get("/notes")).json())
+
+    await session(here, ["one", "two"])
+    for name in ("app.db", "app.db-wal", ".app.db-litestream"):  # B's old copy of then
+        source = here / name
+        if source.exists():
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, there / name)
+    await session(here, ["three"])
+    assert await session(there, ["four"]) == ["one", "two", "three", "four"]
+    (aside,) = [p for p in there.glob("app.db.behind-*") if p.name[-4:] not in ("-wal", "-shm")]
+    with sqlite3.connect(aside) as conn:
+        assert [r[0] for r in conn.execute("SELECT body FROM notes")] == ["one", "two"]
+    conn.close()
