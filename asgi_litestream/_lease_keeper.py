@@ -22,20 +22,36 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
-from ._lease import Lease, LeaseHeld, LeaseLost, LeaseStore, LeaseStoreError
+from ._databases import Database
+from ._lease import (
+    LOCK_NAME,
+    Lease,
+    LeaseHeld,
+    LeaseLost,
+    LeaseStore,
+    LeaseStoreError,
+    lease_store,
+)
+from ._status import State
+from ._urls import join_url, redact_url
+
+if TYPE_CHECKING:
+    from ._config import Settings
+    from ._keeper import Keeper
 
 logger = logging.getLogger("asgi_litestream")
 
 _ACQUIRE_POLL = 0.5  # a released lease is taken within this
 _RETRY = 1.0  # after a failed renewal
 _LOG_EVERY = 5.0  # while waiting: one line per this many seconds
+_CALL_TIMEOUT = 5.0  # one call to the store, at most (less for a short ttl)
 
 
 class LeaseKeeper:
@@ -51,6 +67,15 @@ class LeaseKeeper:
         self.fenced_because: str | None = None
         self.last_error: str | None = None
         self._renewed_at: float | None = None  # monotonic
+
+    @classmethod
+    def of(cls, settings: Settings, env: Mapping[str, str]) -> LeaseKeeper:
+        """The lease of these settings (in the first database's replica); ``env`` is
+        Litestream's environment, whose credentials reach the store."""
+        store = lease_store(settings.lease_replica, env,
+                            timeout=min(_CALL_TIMEOUT, settings.lease_ttl / 6))
+        return cls(store, ttl=settings.lease_ttl, name=settings.name,
+                   where=redact_url(join_url(settings.lease_replica, LOCK_NAME)))
 
     @property
     def fence_margin(self) -> float:
@@ -92,30 +117,27 @@ class LeaseKeeper:
             return True
         return False
 
-    async def keep(self, fence: Callable[[str], Awaitable[None]]) -> None:
-        """Renew until cancelled; on a lost or expiring lease, call ``fence(why)``
-        once and return."""
+    async def keep(self) -> str | None:
+        """Renew until released (None) or fenced: the lease lost or about to expire
+        unrenewed (why, once logged)."""
         while self.lease is not None:
             assert self._renewed_at is not None
             deadline = self._renewed_at + self.ttl - self.fence_margin
             await anyio.sleep(min(self.ttl / 3, max(deadline - time.monotonic(), 0)))
             lease = self.lease
             if lease is None:
-                return  # released meanwhile
+                return None  # released meanwhile
             try:
                 with anyio.fail_after(max(deadline - time.monotonic(), 0)):
                     renewed = await self._call(self.store.renew, lease, self.ttl)
             except LeaseLost:
-                holder = await self._holder()
-                await self._fence(fence, f"the lease was taken over{holder}")
-                return
+                return self._fenced(f"the lease was taken over{await self._holder()}")
             except (LeaseStoreError, TimeoutError) as exc:
                 self.last_error = str(exc) or "timed out"
                 if time.monotonic() >= deadline:
-                    await self._fence(fence, "could not renew the lease for "
-                                      f"{time.monotonic() - self._renewed_at:.1f}s "
-                                      f"({self.last_error})")
-                    return
+                    return self._fenced("could not renew the lease for "
+                                        f"{time.monotonic() - self._renewed_at:.1f}s "
+                                        f"({self.last_error})")
                 logger.warning("litestream %r: renewing the lease %s failed: %s; fencing "
                                "in %.1fs unless a retry works", self.name, self.where,
                                self.last_error, deadline - time.monotonic())
@@ -124,6 +146,7 @@ class LeaseKeeper:
             if self.lease is lease:  # not released while the call ran
                 self.lease, self._renewed_at, self.last_error = (
                     renewed, time.monotonic(), None)
+        return None
 
     async def release(self) -> None:
         """Give the lease back (after the final flush), so a successor takes it now
@@ -156,12 +179,12 @@ class LeaseKeeper:
             "error": self.last_error,
         }
 
-    async def _fence(self, fence: Callable[[str], Awaitable[None]], why: str) -> None:
+    def _fenced(self, why: str) -> str:
         self.lease, self.fenced_because = None, why
         logger.error("litestream %r: FENCED: %s. Litestream is stopped at once (no final "
                      "sync), durable writes fail and readiness answers 503 until the lease "
                      "is ours again", self.name, why)
-        await fence(why)
+        return why
 
     async def _holder(self) -> str:
         try:
@@ -174,6 +197,31 @@ class LeaseKeeper:
         # Abandoned, not awaited, when the caller's deadline passes: boto3 cannot be
         # interrupted, and a fence must never wait on S3.
         return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+
+
+async def hold_the_lease(lease: LeaseKeeper, keeper: Keeper, *,
+                         behind: Callable[[], Awaitable[list[tuple[Database, int, int]]]],
+                         give_up: Callable[[], bool]) -> None:
+    """While Litestream runs: renew; fenced, kill it at once (no final sync), win the
+    lease back and replicate again, unless the replica moved on meanwhile (someone
+    else wrote): restoring under the running app would swap the file beneath its
+    open connections, so it stays fenced and says to restart."""
+    while await lease.keep() is not None:
+        await keeper.kill(State.FENCED)
+        if not await lease.acquire(give_up=give_up):
+            return
+        moved_on = await behind()
+        if moved_on:
+            db, ours, theirs = moved_on[0]
+            await lease.release()
+            lease.fenced_because = (f"the replica moved on while this app was fenced "
+                                    f"({db.path}: txid {ours} here, {theirs} in the replica)")
+            logger.error("litestream %r: FENCED for good: %s. Fix: restart the app; it "
+                         "restores the replica's copy before replicating", lease.name,
+                         lease.fenced_because)
+            return
+        logger.info("litestream %r: the lease is ours again; replicating again", lease.name)
+        await keeper.start()
 
 
 def _left(when: datetime) -> float:

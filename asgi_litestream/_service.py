@@ -4,13 +4,16 @@ It reads top to bottom, as an anyio service (``await task_group.start(service.se
 
     serve()  join the database's workers (_leader.py), then lead or follow
              (_election.py):
-               lead:   restore missing databases (_restore.py), start Litestream
+               lead:   with lease=True, take the lease in the replica first
+                       (_lease_keeper.py; the app already serves, readiness 503),
+                       restore missing databases (_restore.py), start Litestream
                        (_keeper.py, which spawns _child.py) and wait until it is ready
                follow: find the leading worker's Litestream ready
              ── started ──  the app runs; meanwhile, in the service's own task group:
                keeper.keep_alive()  restart Litestream when it dies (_restart.py decides)
                _watch_leader()      a standby takes over as soon as the leader is gone
                _poll_health()       refresh replication positions (_health.py)
+               hold_the_lease()     renew it; fence (kill Litestream) before it expires
              ── close() ──  hand over: wait for the other workers to stop writing,
                flush every database, stop Litestream, release the locks
 
@@ -20,6 +23,7 @@ the other workers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -40,13 +44,11 @@ from ._group_sync import DurableSyncs
 from ._health import HealthPoller
 from ._keeper import Keeper
 from ._leader import Leadership
-from ._lease import lease_store
-from ._lease_keeper import LeaseKeeper
+from ._lease_keeper import LeaseKeeper, hold_the_lease
 from ._logs import LitestreamLog
 from ._metrics import LitestreamScrape
 from ._restore import databases_behind, replace_if_behind, restore_missing
 from ._status import Role, State
-from ._urls import join_url, redact_url
 from ._verify import Verifier
 from ._workdir import CONFIG_NAME, SOCKET_NAME
 
@@ -89,13 +91,7 @@ class ReplicationService:
             databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
             secrets=settings.secrets(), on_result=self._publish,
             control=lambda: self.election.control() if self.running else None)
-        self.lease: LeaseKeeper | None = None
-        if settings.lease:
-            self.lease = LeaseKeeper(
-                lease_store(settings.lease_replica, self._env, timeout=min(
-                    5.0, settings.lease_ttl / 6)),
-                ttl=settings.lease_ttl, name=settings.name,
-                where=redact_url(join_url(settings.lease_replica, "lock.json")))
+        self.lease = LeaseKeeper.of(settings, self._env) if settings.lease else None
         self.metrics_addr = metrics_addr  # Litestream's /metrics (ours; or none)
         self.scrape = LitestreamScrape()  # its /metrics, fetched in the background
         self._close_requested = anyio.Event()
@@ -276,35 +272,9 @@ class ReplicationService:
         if not self.keeper.closing:
             await self.keeper.start()
             if self.lease is not None and self.keeper.task_group is not None:
-                self.keeper.task_group.start_soon(self.lease.keep, self._fence)
-
-    async def _fence(self, why: str) -> None:
-        """The lease could be someone else's: stop at once, then try to win it back."""
-        await self.keeper.kill(State.FENCED)
-        if self.keeper.task_group is not None:
-            self.keeper.task_group.start_soon(self._regain_lease)
-
-    async def _regain_lease(self) -> None:
-        assert self.lease is not None
-        if not await self.lease.acquire(give_up=self._stopping):
-            return
-        behind = await databases_behind(self.settings, self._env)
-        if behind:
-            # Someone else wrote while we were fenced. Restoring under the running app
-            # would swap the file beneath its open connections: stay down instead.
-            why = (f"the replica moved on while this app was fenced ({behind[0][0].path}: "
-                   f"txid {behind[0][1]} here, {behind[0][2]} in the replica)")
-            await self.lease.release()
-            self.lease.fenced_because = why
-            logger.error("litestream %r: FENCED for good: %s. Fix: restart the app; it "
-                         "restores the replica's copy before replicating", self.settings.name,
-                         why)
-            return
-        logger.info("litestream %r: the lease is ours again; replicating again",
-                    self.settings.name)
-        await self.keeper.start()
-        if self.keeper.task_group is not None:
-            self.keeper.task_group.start_soon(self.lease.keep, self._fence)
+                self.keeper.task_group.start_soon(functools.partial(
+                    hold_the_lease, self.lease, self.keeper, give_up=self._stopping,
+                    behind=lambda: databases_behind(self.settings, self._env)))
 
     def _stopping(self) -> bool:
         return self.keeper.closing or self._close_requested.is_set()

@@ -206,6 +206,10 @@ def test_a_holder_cut_off_from_s3_fences_itself_before_its_lease_expires(
         margin = expires(last_a).timestamp() - fenced_at
         print(f"\nfenced {margin:.2f}s before A's lease could expire")  # noqa: T201
         assert expires(taken).timestamp() - ttl >= fenced_at
+        proxy.set_mode("pass")  # A can reach S3 again, but B holds the lease: A stays out
+        still = wait_for(a, lambda code, body: body["lease"]["holder"] == taken["lease"][
+            "holder"], "A sees B holding the lease")
+        assert still["state"] == "fenced" and status(a)[0] == 503  # type: ignore[index]
         writer_b = Writer(b, "b")
         writer_b.start()
         while len(writer_b.acknowledged) < 5:
@@ -262,3 +266,33 @@ async def test_a_database_behind_the_replica_is_set_aside_and_restored(
     with sqlite3.connect(aside) as conn:
         assert [r[0] for r in conn.execute("SELECT body FROM notes")] == ["one", "two"]
     conn.close()
+
+
+def test_a_fenced_holder_takes_the_lease_back_when_s3_returns(
+    tmp_path: Path, s3: S3, s3_behind_proxy: tuple[S3, Proxy], litestream_bin: Path,
+) -> None:
+    """Alone, cut off long enough to fence: once S3 answers again and nobody took the
+    lease, it takes it back and replicates again, with nothing acknowledged lost."""
+    via_proxy, proxy = s3_behind_proxy
+    a = host(tmp_path, "a", via_proxy.url(), s3, 6.0)
+    try:
+        wait_for(a, lambda code, body: code == 200, "A replicating")
+        writer = Writer(a, "a")
+        writer.start()
+        while len(writer.acknowledged) < 5:
+            time.sleep(0.05)
+        proxy.set_mode("hang")
+        wait_for(a, lambda code, body: body.get("state") == "fenced", "A fenced", 30)
+        proxy.set_mode("pass")
+        back = wait_for(a, lambda code, body: code == 200, "A replicating again", 60)
+        assert back["lease"]["role"] == "holder" and "ours again" in a.output()
+        while len(writer.acknowledged) < 10:
+            time.sleep(0.05)
+        acknowledged = writer.finish()
+        assert a.stop() == -signal.SIGTERM
+    finally:
+        proxy.set_mode("pass")
+        a.stop(signal.SIGKILL)
+    restored = restore(litestream_bin, s3.url(), tmp_path / "check.db", s3.env())
+    # A write refused while fenced was retried with the same body: count each once.
+    assert list(dict.fromkeys(r for r in restored if r in acknowledged)) == acknowledged
