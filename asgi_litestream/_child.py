@@ -26,7 +26,7 @@ from ._logs import LitestreamLog
 
 logger = logging.getLogger("asgi_litestream")
 
-_READY_POLL = 0.002
+_READY_POLL = 0.0005  # Litestream is up in ~25 ms: a coarser poll shows in startup
 _FLUSHES_AT_ONCE = 16  # a folder may hold thousands: one by one would take minutes
 _FLUSH_LINES = 10  # past this many databases, one summary line rather than one each
 _MAX_LINE = 64 * 1024
