@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -214,29 +214,40 @@ class LitestreamProcess:
             await anyio.sleep(_READY_POLL)
 
     async def _pump_logs(self) -> None:
-        stdout = self._process.stdout
-        assert stdout is not None
-        pending = b""
-        try:
-            async for chunk in stdout:
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    self._log.line(line, self.pid)
-                if len(pending) > _MAX_LINE:
-                    self._log.line(pending, self.pid)
-                    pending = b""
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        finally:
-            if pending:
-                self._log.line(pending, self.pid)
-            self._pumped.set()
+        async def log(line: bytes) -> None:
+            self._log.line(line, self.pid)
+
+        await pump_lines(self._process, log, self._pumped)
 
     async def _drained(self) -> None:
         """Wait (briefly) until the exited child's last lines are logged."""
         with anyio.move_on_after(1):
             await self._pumped.wait()
+
+
+async def pump_lines(process: anyio.abc.Process, on_line: Callable[[bytes], Awaitable[None]],
+                     pumped: anyio.Event) -> None:
+    """Hand each line of the process's output to ``on_line`` (a line longer than
+    ``_MAX_LINE`` bytes in pieces) until it ends, then set ``pumped``."""
+    stdout = process.stdout
+    assert stdout is not None
+    pending = b""
+    try:
+        async for chunk in stdout:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                await on_line(line)
+            if len(pending) > _MAX_LINE:
+                await on_line(pending)
+                pending = b""
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        pass
+    finally:
+        if pending:
+            with anyio.CancelScope(shield=True):
+                await on_line(pending)
+        pumped.set()
 
 
 class _Exited(Exception):

@@ -11,21 +11,17 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import anyio.abc
 
-from ._child import _PDEATHSIG_EXEC, _setpriv
+from ._child import _PDEATHSIG_EXEC, _REAP_LIMIT, _setpriv
 
 logger = logging.getLogger("asgi_litestream")
 
-_MAX_LINE = 64 * 1024
-# After SIGKILL the kernel reaps at once; this only bounds the wait for the last
-# log lines, so that closing can never hang.
-_REAP_LIMIT = 2.0
 # One key=value of Go's slog text format (values with spaces are Go-quoted).
 _FIELD = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 
@@ -119,26 +115,3 @@ async def stop_process(process: anyio.abc.Process, *, grace: float, name: str,
         await process.aclose()
 
 
-async def pump_lines(process: anyio.abc.Process, on_line: Callable[[bytes], Awaitable[None]],
-                     pumped: anyio.Event) -> None:
-    """Hand each line of the process's output to ``on_line`` (a line longer than
-    ``_MAX_LINE`` bytes in pieces) until it ends, then set ``pumped``."""
-    stdout = process.stdout
-    assert stdout is not None
-    pending = b""
-    try:
-        async for chunk in stdout:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                await on_line(line)
-            if len(pending) > _MAX_LINE:
-                await on_line(pending)
-                pending = b""
-    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-        pass
-    finally:
-        if pending:
-            with anyio.CancelScope(shield=True):
-                await on_line(pending)
-        pumped.set()

@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from ._child import _REAP_LIMIT, pump_lines
 from ._databases import Database
 from ._follow_copy import (
     _in_wal_mode,
@@ -38,12 +39,10 @@ from ._follow_copy import (
 )
 from ._follow_lag import FollowerStatus, Lag, ProbeError, probe_head
 from ._follow_process import (
-    _REAP_LIMIT,
     _Attempt,
     _hex,
     follow_command,
     parse_text_record,
-    pump_lines,
     resume_refused,
     stop_process,
 )

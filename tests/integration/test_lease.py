@@ -84,6 +84,23 @@ class Writer(threading.Thread):
         return self.acknowledged
 
 
+def a_writes_b_waits(tmp_path: Path, url_a: str, url_b: str, s3: S3, ttl: float,
+                     servers: list[Server]
+                     ) -> tuple[Server, Server, Writer, dict[str, Any]]:
+    """A replicating under a steady load, B waiting for A's lease; A's last status."""
+    a = host(tmp_path, "a", url_a, s3, ttl)
+    servers.append(a)
+    wait_for(a, lambda code, body: code == 200, "A replicating")
+    writer = Writer(a, "a")
+    writer.start()
+    b = host(tmp_path, "b", url_b, s3, ttl)
+    servers.append(b)
+    wait_for(b, lambda code, body: (body.get("lease") or {}).get("holder"), "B waits")
+    while len(writer.acknowledged) < 10:
+        time.sleep(0.05)
+    return a, b, writer, wait_for(a, lambda code, body: code == 200, "A's lease")
+
+
 def expires(body: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(body["lease"]["expires_at"])
 
@@ -151,17 +168,10 @@ def test_a_killed_holder_is_succeeded_after_the_ttl_not_before(
 ) -> None:
     """A is SIGKILLed (no release): B takes the lease only once A's has expired."""
     ttl = 6.0
-    a = host(tmp_path, "a", s3.url(), s3, ttl)
-    b: Server | None = None
+    servers: list[Server] = []
     try:
-        wait_for(a, lambda code, body: code == 200, "A replicating")
-        writer = Writer(a, "a")
-        writer.start()
-        b = host(tmp_path, "b", s3.url(), s3, ttl)
-        wait_for(b, lambda code, body: (body.get("lease") or {}).get("holder"), "B waits")
-        while len(writer.acknowledged) < 10:
-            time.sleep(0.05)
-        last_a = wait_for(a, lambda code, body: code == 200, "A's lease")
+        a, b, writer, last_a = a_writes_b_waits(tmp_path, s3.url(), s3.url(), s3, ttl,
+                                                servers)
         a.stop(signal.SIGKILL)
         acknowledged = writer.finish()
         taken = wait_for(b, lambda code, body: code == 200, "B takes over", timeout=4 * ttl)
@@ -171,9 +181,8 @@ def test_a_killed_holder_is_succeeded_after_the_ttl_not_before(
         notes = httpx.get(b.base + "/notes", timeout=10).json()
         assert notes[:len(acknowledged)] == acknowledged
     finally:
-        for server in (a, b):
-            if server is not None:
-                server.stop(signal.SIGKILL)
+        for server in servers:
+            server.stop(signal.SIGKILL)
 
 
 def test_a_holder_cut_off_from_s3_fences_itself_before_its_lease_expires(
@@ -184,17 +193,10 @@ def test_a_holder_cut_off_from_s3_fences_itself_before_its_lease_expires(
     acknowledged before the cut and B's rows after."""
     via_proxy, proxy = s3_behind_proxy
     ttl = 6.0
-    a = host(tmp_path, "a", via_proxy.url(), s3, ttl)
-    b: Server | None = None
+    servers: list[Server] = []
     try:
-        wait_for(a, lambda code, body: code == 200, "A replicating")
-        writer = Writer(a, "a")
-        writer.start()
-        b = host(tmp_path, "b", s3.url(), s3, ttl)
-        wait_for(b, lambda code, body: (body.get("lease") or {}).get("holder"), "B waits")
-        while len(writer.acknowledged) < 10:
-            time.sleep(0.05)
-        last_a = wait_for(a, lambda code, body: code == 200, "A's lease")
+        a, b, writer, last_a = a_writes_b_waits(tmp_path, via_proxy.url(), s3.url(), s3, ttl,
+                                                servers)
         proxy.set_mode("hang")
         fenced = wait_for(a, lambda code, body: body.get("state") == "fenced", "A fenced",
                           timeout=3 * ttl)
@@ -218,9 +220,8 @@ def test_a_holder_cut_off_from_s3_fences_itself_before_its_lease_expires(
         assert b.stop() == -signal.SIGTERM
     finally:
         proxy.set_mode("pass")
-        for server in (a, b):
-            if server is not None:
-                server.stop(signal.SIGKILL)
+        for server in servers:
+            server.stop(signal.SIGKILL)
     restored = restore(litestream_bin, s3.url(), tmp_path / "check.db", s3.env())
     assert restored[:len(acknowledged)] == acknowledged
     assert [r for r in restored if r.startswith("b-")] == acknowledged_b
