@@ -17,6 +17,7 @@ import pytest
 from asgi_litestream import position_header
 from tests.helpers import S3, descendants, is_litestream
 from tests.integration.servers import Server, start_server
+from tests.proxy import Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 REPLICA_APP = "tests.integration.replica_server:app"
@@ -128,3 +129,44 @@ def test_a_follower_serves_the_primarys_rows_and_never_writes_the_replica(
         follower.stop(signal.SIGTERM)
         if primary is not None:
             primary.stop(signal.SIGKILL)
+
+
+def test_a_follower_cut_off_from_the_replica_turns_unready_and_back(
+    tmp_path: Path, s3: S3, s3_behind_proxy: tuple[S3, Proxy],
+) -> None:
+    """Readiness follows the copy's lag: the follower's S3 hangs while the primary
+    writes on → 503 once the copy is more than max_lag behind; S3 back → 200 with
+    every row."""
+    via_proxy, proxy = s3_behind_proxy
+    primary = start_server("uvicorn", tmp_path / "primary", env_for(tmp_path / "primary", s3))
+    follower_env = env_for(tmp_path / "replica", via_proxy, ASGI_LITESTREAM_ROLE="follower",
+                           ASGI_LITESTREAM_MAX_LAG="3")
+    follower = start_server("uvicorn", tmp_path / "replica", follower_env, wait=False,
+                            app=REPLICA_APP)
+    try:
+        written = []
+
+        def write(body: str) -> None:
+            response = httpx.post(primary.base + "/notes/durable", json={"body": body},
+                                  timeout=10)
+            assert response.status_code == 201, response.text
+            written.append(body)
+
+        write("first")
+        until(lambda: (s := follower_status(follower)) and s[0] == 200, "ready", follower)
+        proxy.set_mode("hang")
+        deadline = time.monotonic() + 30
+        while (s := follower_status(follower)) and s[0] == 200:
+            assert time.monotonic() < deadline, follower.output()
+            write(f"row-{len(written)}")
+            time.sleep(0.2)
+        assert s is not None and s[1]["healthy"] is False and s[1]["ready"] is True
+        proxy.set_mode("pass")
+        until(lambda: (s := follower_status(follower)) and s[0] == 200, "ready again",
+              follower, timeout=60)
+        until(lambda: httpx.get(follower.base + "/notes", timeout=10).json() == written,
+              "caught up", follower)
+    finally:
+        proxy.set_mode("pass")
+        follower.stop(signal.SIGTERM)
+        primary.stop(signal.SIGTERM)
