@@ -32,6 +32,17 @@ from ._status import State
 
 logger = logging.getLogger("asgi_litestream")
 
+
+def _boot_id() -> str | None:
+    """This kernel's boot id (Linux): the same on every container of one host."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+BOOT_ID = _boot_id()
+
 # How long a standby at shutdown looks for the leader to start stopping too.
 _LEADER_STOP_GRACE = 1.0
 

@@ -104,6 +104,11 @@ class LeaseStore(Protocol):
         """Free at once (nothing if already gone), or LeaseLost / LeaseStoreError."""
         ...
 
+    def take_over(self, seen: Lease, ttl: float) -> Lease:
+        """Take ``seen`` (unexpired) from a holder known to be gone: ours if the lock
+        is still at ``seen.etag``, generation + 1; LeaseHeld / LeaseStoreError."""
+        ...
+
 
 def check_lease_possible(replica_url: str) -> None:
     """At startup, before anything is spawned: a lease in this replica is possible."""

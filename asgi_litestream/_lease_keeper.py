@@ -83,13 +83,28 @@ class LeaseKeeper:
         within it, and it absorbs this much clock skew between hosts."""
         return max(self.ttl / 6, 1.0)
 
-    async def acquire(self, *, give_up: Callable[[], bool]) -> bool:
-        """Wait until we hold the lease (True), or until ``give_up()`` (False)."""
+    async def acquire(self, *, give_up: Callable[[], bool],
+                      inherit_from: str | None = None) -> bool:
+        """Wait until we hold the lease (True), or until ``give_up()`` (False).
+        ``inherit_from``: a holder known to be gone (the previous leading worker of
+        this host, see _service._lead), whose unexpired lease is taken over at once
+        rather than after its TTL."""
         logged_at = -_LOG_EVERY
         while not give_up():
             try:
                 self.lease = await self._call(self.store.acquire, self.ttl)
             except LeaseHeld as held:
+                if inherit_from is not None and held.holder == inherit_from:
+                    try:
+                        self.lease = await self._inherit(inherit_from)
+                    except (LeaseHeld, LeaseStoreError, TimeoutError) as exc:
+                        logger.warning("litestream %r: could not take over the lease %s "
+                                       "from %s: %s", self.name, self.where, inherit_from,
+                                       exc or "timed out")
+                        inherit_from = None  # only once: then as anyone would
+                    if self.lease is not None:
+                        return self._held()
+
                 self.seen = Lease(generation=0, expires_at=held.expires_at,
                                   owner=held.holder, etag="")
                 self.last_error = None
@@ -109,13 +124,27 @@ class LeaseKeeper:
                                    self.name, self.where, self.last_error)
                 await anyio.sleep(_RETRY)
                 continue
-            self._renewed_at = time.monotonic()
-            self.seen, self.fenced_because, self.last_error = None, None, None
-            logger.info("litestream %r: holds the lease %s (generation %d, until %s)",
-                        self.name, self.where, self.lease.generation,
-                        _clock(self.lease.expires_at))
-            return True
+            return self._held()
         return False
+
+    async def _inherit(self, holder: str) -> Lease | None:
+        seen = await self._call(self.store.read)
+        if seen is None or seen.owner != holder:
+            return None
+        lease: Lease = await self._call(self.store.take_over, seen, self.ttl)
+        logger.warning("litestream %r: took over the lease %s from %s, the previous "
+                       "leading worker of this host, which is gone", self.name,
+                       self.where, holder)
+        return lease
+
+    def _held(self) -> bool:
+        assert self.lease is not None
+        self._renewed_at = time.monotonic()
+        self.seen, self.fenced_because, self.last_error = None, None, None
+        logger.info("litestream %r: holds the lease %s (generation %d, until %s)",
+                    self.name, self.where, self.lease.generation,
+                    _clock(self.lease.expires_at))
+        return True
 
     async def keep(self) -> str | None:
         """Renew until released (None) or fenced: the lease lost or about to expire

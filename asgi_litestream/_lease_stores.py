@@ -146,6 +146,20 @@ class _ConditionalStore:
                             "longer ours to release: another writer took it over") from None
         logger.debug("lease %s released", self.where)
 
+    def take_over(self, seen: Lease, ttl: float) -> Lease:
+        _check_ttl(ttl)
+        try:
+            lease = self._write(seen.generation + 1, ttl, seen.etag)
+        except _Conflict:
+            current = self.read()
+            if current is None:
+                raise LeaseStoreError(f"the lease {self.where} was released meanwhile. "
+                                      "Fix: acquire it") from None
+            raise LeaseHeld(self.where, current.owner, current.expires_at) from None
+        logger.debug("lease %s taken over from %s: generation %d", self.where,
+                     seen.owner, lease.generation)
+        return lease
+
     def _write(self, generation: int, ttl: float, etag: str | None) -> Lease:
         expires_at = _now() + timedelta(seconds=ttl)
         new_etag = self._put(encode(generation, expires_at, self.owner), etag)

@@ -117,3 +117,20 @@ def exactly_one_wins_a_race(stores: list[LeaseStore], *, expired: bool) -> None:
     assert len(won) == 1 and len(refused) == len(stores) - 1, (won, refused)
     assert {exc.holder for exc in refused} == {won[0].owner}
     assert stores[0].read() == won[0]
+
+
+def take_over_from_a_known_gone_holder(a: LeaseStore, b: LeaseStore) -> None:
+    """An unexpired lease is taken over (generation + 1) only while it is still the
+    one seen; renewed meanwhile, the take-over is refused and names the holder."""
+    held = a.acquire(30)
+    seen = b.read()
+    assert seen is not None and seen.owner == a.owner
+    a.renew(held, 30)  # alive after all: the lease moved on since it was seen
+    with pytest.raises(LeaseHeld):
+        b.take_over(seen, 30)
+    fresh = b.read()
+    assert fresh is not None
+    taken = b.take_over(fresh, 30)
+    assert taken.owner == b.owner and taken.generation == fresh.generation + 1
+    with pytest.raises(LeaseLost):
+        a.renew(held, 30)

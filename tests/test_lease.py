@@ -57,6 +57,11 @@ def test_takeover_only_after_expiry(replica: Path) -> None:
     contract.takeover_only_after_expiry(store(replica, "a:1"), store(replica, "b:2"))
 
 
+def test_take_over_from_a_known_gone_holder(replica: Path) -> None:
+    """An unexpired lease is taken over only while it is the one seen."""
+    contract.take_over_from_a_known_gone_holder(store(replica, "a:1"), store(replica, "b:2"))
+
+
 def test_release_frees_at_once(replica: Path) -> None:
     """A released lease is free at once; releasing twice is harmless."""
     contract.release_frees_at_once(store(replica, "a:1"), store(replica, "b:2"))

@@ -46,6 +46,11 @@ def test_takeover_only_after_expiry(s3: S3) -> None:
     contract.takeover_only_after_expiry(store(s3, "a:1"), store(s3, "b:2"))
 
 
+def test_take_over_from_a_known_gone_holder(s3: S3) -> None:
+    """An unexpired lease is taken over only while it is the one seen."""
+    contract.take_over_from_a_known_gone_holder(store(s3, "a:1"), store(s3, "b:2"))
+
+
 def test_release_frees_at_once(s3: S3) -> None:
     """A released lease (conditional DELETE) is free at once; releasing twice is harmless."""
     contract.release_frees_at_once(store(s3, "a:1"), store(s3, "b:2"))

@@ -80,13 +80,19 @@ def test_workers_share_one_litestream_and_lose_nothing(
     assert restore(litestream_bin, s3.url(), tmp_path / "out.db", env=s3.env()) == written
 
 
+@pytest.mark.parametrize("lease", [False, True])
 def test_a_standby_takes_over_when_the_leading_worker_dies(
-    tmp_path: Path, litestream_bin: Path, s3: S3
+    lease: bool, tmp_path: Path, litestream_bin: Path, s3: S3
 ) -> None:
     """SIGKILL of the leading uvicorn worker: its Litestream exits, a standby runs the
-    only Litestream within 5 s, and rows written before and after are all replicated."""
+    only Litestream within 5 s, and rows written before and after are all replicated.
+    With lease=True too: the dead worker's lease (30 s) is taken over at once, since
+    the standby holds the host's flock the dead worker held (same kernel)."""
     db = tmp_path / "app.db"
-    server = start_server("uvicorn", tmp_path, server_env(db, s3, litestream_bin), workers=3)
+    env = server_env(db, s3, litestream_bin)
+    if lease:
+        env["ASGI_LITESTREAM_LEASE"] = "1"
+    server = start_server("uvicorn", tmp_path, env, workers=3)
     written: list[str] = []
     try:
         leader = statuses_of_all_workers(server, 3).popitem()[1]["leader_pid"]
@@ -105,7 +111,11 @@ def test_a_standby_takes_over_when_the_leading_worker_dies(
         for i in range(20):
             written.append(f"after-{i}")
             server.post_note(written[-1])
-        assert wait_until_running(server)["leader_pid"] != leader
+        after = wait_until_running(server)
+        assert after["leader_pid"] != leader
+        if lease:
+            assert after["lease"]["role"] == "holder"
+            assert "took over the lease" in server.output()
     finally:
         server.stop()
     assert server.process.returncode == 0, server.output()
