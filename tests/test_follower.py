@@ -379,4 +379,7 @@ async def test_an_empty_replica_is_retried_quietly(
     assert status["restarts"] == 0 and status["ready"] is False and status["error"] is None
     assert caplog.text.count("holds no backup yet") == 1
     assert "no matching backups found" not in caplog.text
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # Ours only: Python 3.10's asyncio child watcher may warn "Unknown child process
+    # pid" when a process exits as fast as this fake one (a CPython race, not ours).
+    assert not [r for r in caplog.records
+                if r.levelno >= logging.WARNING and r.name.startswith("asgi_litestream")]

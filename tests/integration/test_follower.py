@@ -307,7 +307,10 @@ async def test_an_empty_replica_is_waited_on_quietly_until_the_first_backup(
         assert not followers.ready and not copy.exists()
         assert status["restarts"] == 0 and status["last_exit_code"] is None
         assert caplog.text.count("holds no backup yet") == 1
-        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        # Ours only: Python 3.10's asyncio child watcher may warn "Unknown child
+        # process pid" for a process that exits this fast (a CPython race, not ours).
+        assert not [r for r in caplog.records
+                    if r.levelno >= logging.WARNING and r.name.startswith("asgi_litestream")]
         await primary.start()
         txid = await primary.commit()
         assert await followers.wait_ready(DEADLINE)
