@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,12 +33,12 @@ from ._databases import Database
 from ._exceptions import ConfigError, RestoreError
 from ._leader import Leadership
 from ._logs import scrub
+from ._rfc3339 import parse_time
 from ._workdir import generated_config
 
 logger = logging.getLogger("asgi_litestream")
 
 SNAPSHOT_LEVEL = 9
-_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$")
 _NO_MATCH = "no matching backup files available"
 # Databases whose leader locks this process holds for a restore (restore_lock nests).
 _held: set[Path] = set()
@@ -60,17 +59,12 @@ class RestorePoint:
 def parse_timestamp(value: datetime | str, option: str = "timestamp") -> datetime:
     """An aware datetime or an RFC 3339 string (``2026-11-30T14:03:00Z``) → UTC."""
     if isinstance(value, str):
-        match = _RFC3339.match(value.strip())
-        if not match:
-            raise ConfigError(option, value, "is not an RFC 3339 time",
-                              "write it like 2026-11-30T14:03:00Z or 2026-11-30T15:03:00+01:00")
-        day, time, fraction, zone = match.groups()
-        zone = "+00:00" if zone in "Zz" else zone
-        try:  # by hand: Python 3.10's fromisoformat knows neither Z nor any fraction
-            value = datetime.fromisoformat(f"{day}T{time}.{(fraction or '').ljust(6, '0')[:6]}"
-                                           f"{zone}")
-        except ValueError as exc:
-            raise ConfigError(option, value, str(exc), "pass a real date and time") from None
+        try:
+            value = parse_time(value.strip().replace(" ", "T", 1))  # as people type it
+        except ValueError:
+            raise ConfigError(option, value, "is not an RFC 3339 time (or not a real one)",
+                              "write it like 2026-11-30T14:03:00Z or 2026-11-30T15:03:00+01:00"
+                              ) from None
     if not isinstance(value, datetime):
         raise ConfigError(option, value, "must be a datetime or an RFC 3339 string",
                           "pass e.g. datetime(2026, 11, 30, 14, 3, tzinfo=timezone.utc)")

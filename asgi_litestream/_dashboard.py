@@ -9,12 +9,13 @@ URLs with ``***``) and scrubbed, and the page adds nothing but layout.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
+
+from ._rfc3339 import parse_time
 
 _HOUR = 3600.0
 _W, _H = 600, 100  # the chart's viewBox; CSS stretches it to the card's width
@@ -22,7 +23,6 @@ _GOOD_STATES = {"running", "standby"}
 _BAD_STATES = {"stopped", "failed"}
 _SHOWN = 8  # restore points listed
 _NICE = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$")
 
 _CSS = """
 :root{color-scheme:light dark;--bg:#f6f7f9;--card:#fff;--fg:#1b1f24;--dim:#5b6370;--line:#d9dde3;
@@ -255,13 +255,9 @@ def _when(value: Any, now: float) -> str:
     """An RFC 3339 time to the second, and how long ago it was, when it parses."""
     if not value:
         return _text(None, "never")
-    # By hand: Python 3.10's fromisoformat knows neither Z nor Go's 9-digit fractions.
-    match = _RFC3339.match(str(value).strip())
     try:
-        day, clock, fraction, zone = match.groups() if match else ("", "", "", "")
-        at = datetime.fromisoformat(f"{day}T{clock}.{(fraction or '').ljust(6, '0')[:6]}"
-                                    f"{'+00:00' if zone in 'Zz' else zone}")
-        shown = at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        at = parse_time(str(value).strip().replace(" ", "T", 1))
+        shown = at.strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return _text(value)
     if shown[:10] == _clock(now)[:10]:

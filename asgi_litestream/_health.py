@@ -8,17 +8,16 @@ reads what it found.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ._control import ControlClient, ControlError
 from ._databases import Database
+from ._rfc3339 import unix_time
 from ._sqlite import in_wal_mode
 
 logger = logging.getLogger("asgi_litestream")
@@ -27,7 +26,6 @@ _HISTORY_EVERY = 10.0  # seconds between two samples of the delay
 _HISTORY_SAMPLES = 360  # an hour of them
 _JOURNAL_CHECKS_PER_POLL = 4
 _POSITIONS_PER_POLL = 4
-_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -275,14 +273,11 @@ class HealthPoller:
 
 
 def _unix_time(stamp: str) -> float | None:
-    """Litestream's RFC 3339 with nanoseconds ("...T13:34:51.451218973Z"), which
-    datetime.fromisoformat reads only from Python 3.11."""
-    match = _RFC3339.match(stamp)
-    if match is None:
+    """Litestream's RFC 3339 with nanoseconds ("...T13:34:51.451218973Z")."""
+    try:
+        return unix_time(stamp)
+    except ValueError:
         return None
-    whole, fraction, zone = match.groups()
-    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
-    return moment.timestamp() + (float("0" + fraction) if fraction else 0.0)
 
 
 def _empty(path: Path) -> bool:

@@ -21,16 +21,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._exceptions import ConfigError, LitestreamError
+from ._rfc3339 import format_time, parse_time
 from ._urls import redact_url
 
 LOCK_NAME = "lock.json"  # upstream's DefaultLeasePath
@@ -151,36 +151,6 @@ def default_owner() -> str:
     """``host:pid``, as upstream names a holder."""
     host = socket.gethostname()
     return f"{host}:{os.getpid()}" if host else f"pid-{os.getpid()}"
-
-
-# -- Go's time.Time in JSON (RFC 3339 with up to nine fractional digits) -------------
-
-_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?"
-                      r"(?:([Zz])|([+-])(\d\d):(\d\d))")
-
-
-def parse_time(text: str) -> datetime:
-    """An aware UTC datetime from Go's RFC 3339 (nanoseconds are cut to microseconds;
-    Python 3.10's fromisoformat takes neither them nor ``Z``)."""
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not an RFC 3339 time")
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    micro = int((match[7] or "")[:6].ljust(6, "0"))
-    offset = timedelta(0)
-    if not match[8]:
-        offset = timedelta(hours=int(match[10]), minutes=int(match[11]))
-        offset = -offset if match[9] == "-" else offset
-    when = datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
-    return when.astimezone(timezone.utc)
-
-
-def format_time(when: datetime) -> str:
-    """Go's RFC3339Nano of ``when`` in UTC (trailing fractional zeros dropped)."""
-    when = when.astimezone(timezone.utc)
-    fraction = f"{when.microsecond:06d}".rstrip("0")
-    return (f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:"
-            f"{when.minute:02d}:{when.second:02d}{'.' + fraction if fraction else ''}Z")
 
 
 def encode(generation: int, expires_at: datetime, owner: str) -> bytes:
