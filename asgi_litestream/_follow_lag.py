@@ -8,7 +8,7 @@ import dataclasses
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,19 +18,12 @@ import anyio
 import anyio.to_thread
 
 from ._databases import Database
+from ._listing import head_from_names
 from ._logs import scrub
 
 _MAX_FIRST_SEEN = 1024
-_LTX_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 # A row of `litestream ltx`: level, min_txid, max_txid, size, created.
 _LTX_ROW = re.compile(r"^\s*(\d+)\s+([0-9a-f]{16})\s+([0-9a-f]{16})\s", re.MULTILINE)
-
-
-def head_from_names(names: Iterable[str]) -> int | None:
-    """The highest txid among level-0 LTX file names (``<min hex16>-<max hex16>.ltx``);
-    None when there is none (the replica holds nothing yet)."""
-    found = [int(m.group(2), 16) for m in map(_LTX_NAME.match, names) if m]
-    return max(found, default=None)
 
 
 def head_from_ltx_listing(text: str) -> int | None:

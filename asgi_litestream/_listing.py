@@ -89,23 +89,26 @@ def replica_txid(database: Database, env: Mapping[str, str]) -> int:
     at every level (``ltx/<level>/<min>-<max>.ltx``), without downloading any."""
     parts = urlsplit(database.replica_url)
     if parts.scheme == "file":
-        return _newest(p.name for p in Path(unquote(parts.path)).glob("ltx/*/*.ltx"))
+        return head_from_names(
+            p.name for p in Path(unquote(parts.path)).glob("ltx/*/*.ltx")) or 0
     client = s3_client(dict(parse_qsl(parts.query)), env)
     prefix = parts.path.strip("/")
     names: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(
             Bucket=parts.netloc, Prefix=f"{prefix}/ltx/" if prefix else "ltx/"):
         names += [entry["Key"].rsplit("/", 1)[-1] for entry in page.get("Contents", ())]
-    return _newest(names)
+    return head_from_names(names) or 0
 
 
 def local_txid(path: Path) -> int:
     """The newest transaction Litestream recorded for this database file here (0:
     never replicated from this file), from its local LTX files."""
-    return _newest(p.name for p in path.with_name(f".{path.name}-litestream").glob(
-        "ltx/*/*.ltx"))
+    return head_from_names(p.name for p in path.with_name(f".{path.name}-litestream").glob(
+        "ltx/*/*.ltx")) or 0
 
 
-def _newest(names: Iterable[str]) -> int:
-    found = [int(match.group(2), 16) for name in names if (match := _LTX_NAME.match(name))]
-    return max(found, default=0)
+def head_from_names(names: Iterable[str]) -> int | None:
+    """The highest txid among LTX file names (``<min hex16>-<max hex16>.ltx``); None
+    when there is none (nothing replicated yet)."""
+    found = [int(m.group(2), 16) for m in map(_LTX_NAME.match, names) if m]
+    return max(found, default=None)

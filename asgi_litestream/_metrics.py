@@ -79,7 +79,10 @@ class SyncStats:
                 self.buckets[index] += 1
 
 
-class _Writer:
+class MetricsWriter:
+    """Families of the text exposition; a sample of None is left out, and a family
+    with no sample at all."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
 
@@ -109,7 +112,7 @@ def render_metrics(status: Mapping[str, Any], *, sync: SyncStats, sync_rounds: i
     """The Prometheus text exposition (version 0.0.4) of one service; ``litestream``
     is Litestream's own series, already filtered (LitestreamScrape.text)."""
     name = {"name": status["name"]}
-    out = _Writer()
+    out = MetricsWriter()
     out.family("asgi_litestream_up", "gauge", "1 while the databases are being replicated.",
                [(name, status["status"] == "running")])
     out.family("asgi_litestream_state", "gauge", "The supervisor's state (one-hot).",
@@ -175,7 +178,7 @@ _DATABASE_SERIES = (
 )
 
 
-def _histogram(out: _Writer, name: dict[str, Any], sync: SyncStats) -> None:
+def _histogram(out: MetricsWriter, name: dict[str, Any], sync: SyncStats) -> None:
     metric = "asgi_litestream_durable_sync_seconds"
     out.lines += [f"# HELP {metric} How long durable waits took.",
                   f"# TYPE {metric} histogram"]

@@ -18,6 +18,7 @@ from typing import Any
 from ._config import Settings
 from ._exceptions import LitestreamError, SyncError
 from ._follower_set import FollowerSet
+from ._metrics import MetricsWriter
 
 # The primary's replica positions, as the client carries them from a write to a read.
 POSITION_HEADER = "litestream-position"
@@ -88,25 +89,15 @@ class ReadReplica:
 
     def metrics(self) -> str:
         """Prometheus text: readiness, lag in transactions and seconds, restarts."""
-        lines = [
-            "# HELP asgi_litestream_follower_ready 1 once every copy is in place.",
-            "# TYPE asgi_litestream_follower_ready gauge",
-            f'asgi_litestream_follower_ready{{name="{self.name}"}} {int(self.ready)}',
-        ]
-        series = (("copy_txid", "Transaction the follower's copy holds.", "copy_txid"),
-                  ("behind_transactions", "Transactions the copy lacks.", "behind_txns"),
-                  ("behind_seconds", "Age of the oldest transaction the copy lacks.",
-                   "behind_s"),
-                  ("restarts_total", "Restarts of the follower's Litestream.", "restarts"))
-        databases = self._followers.snapshot(self.settings.max_lag)
-        for metric, help_text, key in series:
-            kind = "counter" if metric.endswith("_total") else "gauge"
-            lines += [f"# HELP asgi_litestream_follower_{metric} {help_text}",
-                      f"# TYPE asgi_litestream_follower_{metric} {kind}"]
-            lines += [f'asgi_litestream_follower_{metric}{{name="{self.name}",'
-                      f'database="{_label(d["path"])}"}} {d[key]}'
-                      for d in databases if d[key] is not None]
-        return "\n".join(lines) + "\n"
+        name = {"name": self.name}
+        out = MetricsWriter()
+        out.family("asgi_litestream_follower_ready", "gauge",
+                   "1 once every copy is in place.", [(name, self.ready)])
+        databases = [({**name, "database": d["path"]}, d)
+                     for d in self._followers.snapshot(self.settings.max_lag)]
+        for metric, kind, help_text, key in _FOLLOWER_SERIES:
+            out.family(metric, kind, help_text, [(labels, d[key]) for labels, d in databases])
+        return "\n".join(out.lines) + "\n"
 
     def _path(self, database: str | os.PathLike[str]) -> Path:
         text = os.fspath(database)
@@ -132,5 +123,13 @@ def parse_position(value: str) -> dict[str, int]:
     return found
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+_FOLLOWER_SERIES = (
+    ("asgi_litestream_follower_copy_txid", "gauge",
+     "Transaction the follower's copy holds.", "copy_txid"),
+    ("asgi_litestream_follower_behind_transactions", "gauge",
+     "Transactions the copy lacks.", "behind_txns"),
+    ("asgi_litestream_follower_behind_seconds", "gauge",
+     "Age of the oldest transaction the copy lacks.", "behind_s"),
+    ("asgi_litestream_follower_restarts_total", "counter",
+     "Restarts of the follower's Litestream.", "restarts"),
+)

@@ -15,10 +15,11 @@ import pytest
 
 from asgi_litestream._databases import Database
 from asgi_litestream._follow_copy import connect_readonly
-from asgi_litestream._follow_lag import Lag, head_from_ltx_listing, head_from_names
+from asgi_litestream._follow_lag import Lag, head_from_ltx_listing
 from asgi_litestream._follow_process import follow_command, parse_text_record, resume_refused
 from asgi_litestream._follower import Follower
 from asgi_litestream._follower_set import FollowerSet
+from asgi_litestream._listing import head_from_names
 from asgi_litestream._logs import LitestreamLog
 from asgi_litestream._restart import RestartPolicy
 
