@@ -36,6 +36,11 @@ class Database:
     def is_folder(self) -> bool:
         return self.pattern is not None
 
+    @property
+    def where(self) -> str:
+        """The file, or the folder and its pattern, as the user wrote it."""
+        return str(self.path / self.pattern) if self.pattern else str(self.path)
+
     def member(self, path: Path) -> Database:
         """One database of this folder, as Litestream replicates it."""
         return Database(path=path, replica_url=join_url(self.replica_url, path.name))
@@ -51,8 +56,7 @@ class Database:
         return redact_url(self.replica_url)
 
     def __repr__(self) -> str:
-        where = str(self.path / self.pattern) if self.pattern else str(self.path)
-        return f"Database(path={where!r}, replica={self.replica!r})"
+        return f"Database(path={self.where!r}, replica={self.replica!r})"
 
 
 def databases_from(database: Any, replica_url: Any) -> tuple[Database, ...]:
@@ -111,7 +115,7 @@ def databases_from(database: Any, replica_url: Any) -> tuple[Database, ...]:
         for db in found:
             if folder.holds(db.path):
                 raise ConfigError("database", str(db.path), f"is also in the folder "
-                                  f"{str(folder.path / str(folder.pattern))!r}",
+                                  f"{folder.where!r}",
                                   "list it once: drop it, or narrow the pattern")
     return found
 

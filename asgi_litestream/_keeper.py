@@ -169,7 +169,7 @@ class Keeper:
         self.version = self.child.version
         self.set_state(State.RUNNING)
         logger.info("litestream %r: running (pid %d): %s", self.settings.name, self.child.pid,
-                    ", ".join(f"{db.path / str(db.pattern)} → {db.replica}/<file name>"
+                    ", ".join(f"{db.where} → {db.replica}/<file name>"
                               if db.is_folder else f"{db.path} → {db.replica}"
                               for db in self.settings.databases))
 

@@ -30,6 +30,7 @@ import anyio
 import anyio.to_thread
 
 from ._databases import Database
+from ._leader import BOOT_ID
 from ._lease import (
     LOCK_NAME,
     Lease,
@@ -251,6 +252,17 @@ async def hold_the_lease(lease: LeaseKeeper, keeper: Keeper, *,
             return
         logger.info("litestream %r: the lease is ours again; replicating again", lease.name)
         await keeper.start()
+
+
+def lease_heir(previous: dict[str, object]) -> str | None:
+    """The lease owner we may take over from at once: the worker that led before us
+    on this kernel. We hold the leader flock now, which that worker and its Litestream
+    held until they were gone, and a flock means something only on one kernel (the
+    same boot id): never across hosts, where only the lease's expiry is proof."""
+    owner = previous.get("lease_owner")
+    if isinstance(owner, str) and BOOT_ID is not None and previous.get("boot_id") == BOOT_ID:
+        return owner
+    return None
 
 
 def _left(when: datetime) -> float:

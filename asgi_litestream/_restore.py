@@ -211,7 +211,7 @@ async def restore_missing(binary: Path, config_path: Path, settings: Settings,
         held = [name for name in names if fnmatch.fnmatchcase(name, str(folder.pattern))]
         gone = [folder.member(folder.path / name) for name in held if name not in here]
         logger.info("litestream %r: the replica of %s holds %d database(s), %d missing here",
-                    settings.name, folder.path / str(folder.pattern), len(held), len(gone))
+                    settings.name, folder.where, len(held), len(gone))
         absent += gone
     if not missing and not absent:
         return

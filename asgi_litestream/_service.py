@@ -44,7 +44,7 @@ from ._group_sync import DurableSyncs
 from ._health import HealthPoller
 from ._keeper import Keeper
 from ._leader import BOOT_ID, Leadership
-from ._lease_keeper import LeaseKeeper, hold_the_lease
+from ._lease_keeper import LeaseKeeper, hold_the_lease, lease_heir
 from ._logs import LitestreamLog
 from ._metrics import LitestreamScrape
 from ._restore import databases_behind, replace_if_behind, restore_missing
@@ -257,7 +257,7 @@ class ReplicationService:
     # -- leading and following ----------------------------------------------------
 
     async def _lead(self) -> None:
-        # Who led before us, read before we publish over it (see _lease_heir).
+        # Who led before us, read before we publish over it (see lease_heir).
         previous = self.leadership.leader_info() or {}
         self.election.lead()
         logger.info("litestream %r: this worker (pid %d) leads replication of %s",
@@ -265,7 +265,7 @@ class ReplicationService:
         if self.lease is not None:
             self.keeper.set_state(State.WAITING_FOR_LEASE)
             if not await self.lease.acquire(give_up=self._stopping,
-                                            inherit_from=_lease_heir(previous)):
+                                            inherit_from=lease_heir(previous)):
                 return
             await replace_if_behind(self.binary, self.config_path, self.settings, self._env,
                                     on_start=lambda: self.keeper.set_state(State.RESTORING))
@@ -408,16 +408,5 @@ class ReplicationService:
         return any(db.holds(path) for db in self.health.folders)
 
     def _paths(self) -> str:
-        return ", ".join(str(db.path / db.pattern) if db.pattern else str(db.path)
-                         for db in self.settings.databases)
+        return ", ".join(db.where for db in self.settings.databases)
 
-
-def _lease_heir(previous: dict[str, object]) -> str | None:
-    """The lease owner we may take over from at once: the worker that led before us
-    on this kernel. We hold the leader flock now, which that worker and its Litestream
-    held until they were gone, and a flock means something only on one kernel (the
-    same boot id): never across hosts, where only the lease's expiry is proof."""
-    owner = previous.get("lease_owner")
-    if isinstance(owner, str) and BOOT_ID is not None and previous.get("boot_id") == BOOT_ID:
-        return owner
-    return None
