@@ -27,6 +27,7 @@ from ._urls import secret_refs
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 ROLES = ("primary", "follower")
+IF_BEHIND = ("restore", "fail")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DEFAULTS = {option.name: option.default for option in OPTIONS}
 
@@ -77,6 +78,10 @@ class Settings:
     role: str = _DEFAULTS["role"]
     lease: bool = _DEFAULTS["lease"]
     lease_ttl: float = _DEFAULTS["lease_ttl"]
+    if_behind: str = _DEFAULTS["if_behind"]
+    keep_behind: int = _DEFAULTS["keep_behind"]
+    public_details: bool = _DEFAULTS["public_details"]
+    status_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +126,7 @@ class Settings:
             values[route] = _route(route, values[route])
         values["log_level"] = values["log_level"].lower()
         values["role"] = values["role"].lower()
+        values["if_behind"] = values["if_behind"].lower()
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -153,6 +159,13 @@ class Settings:
         if self.lease and self.role == "follower":
             raise ConfigError("lease", True, "a follower never writes, so holds no lease",
                               "drop lease= on the followers")
+        if self.if_behind not in IF_BEHIND:
+            raise ConfigError("if_behind", self.if_behind, f"must be one of {IF_BEHIND}",
+                              "use 'restore' (set the file aside, restore the replica) or "
+                              "'fail' (refuse to start)")
+        if self.keep_behind < 0:
+            raise ConfigError("keep_behind", self.keep_behind, "must be >= 0",
+                              "use a small number such as 3 (0 keeps none)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", self.log_level, f"must be one of {LOG_LEVELS}",
                               "use 'info' unless you are debugging Litestream")
@@ -171,6 +184,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value known, so that logs can be scrubbed of them."""
         found = [self.access_key_id, self.secret_access_key, self.dashboard_password,
+                 self.status_token,
                  *literal_secrets(self.file_config),
                  *(s for db in self.databases for s in literal_secrets(db.replica_config))]
         for index, db in enumerate(self.databases):
@@ -185,6 +199,7 @@ class Settings:
         # (upstream #639); a custom CA still works through SSL_CERT_FILE/DIR.
         env.pop("AWS_CA_BUNDLE", None)
         env.pop("ASGI_LITESTREAM_DASHBOARD_PASSWORD", None)  # ours, not Litestream's
+        env.pop("ASGI_LITESTREAM_STATUS_TOKEN", None)
         if self.access_key_id:
             env["LITESTREAM_ACCESS_KEY_ID"] = self.access_key_id
         if self.secret_access_key:

@@ -87,6 +87,10 @@ class LitestreamLifespan:
         lease: bool | None = None,
         lease_ttl: float | None = None,
         verify_interval: float | None = None,
+        if_behind: str | None = None,
+        keep_behind: int | None = None,
+        public_details: bool | None = None,
+        status_token: str | None = None,
     ) -> None:
         # No I/O and no validation here: Starlette builds middleware lazily inside
         # the lifespan call, where an exception would read as "lifespan unsupported"

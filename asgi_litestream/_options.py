@@ -225,6 +225,20 @@ OPTIONS: tuple[Option, ...] = (
            "Verify the backup this often in the background (the leading worker restores "
            "the replica into a side file and checks it); the result is in the status. See "
            "[Verify](#verify-prove-that-the-backup-restores)."),
+    Option("if_behind", "str", "restore", '`"restore"`',
+           "A database file here that is behind its replica (or diverged from it) at "
+           "start: `\"restore\"` moves it aside (`<db>.behind-<time>`) and restores the "
+           "replica's; `\"fail\"` refuses to start instead. Never replicated over the "
+           "replica. See [Restore on boot](#restore-on-boot).",
+           flag="restore or fail: what to do with a file behind its replica"),
+    Option("keep_behind", "int", 3, "`3`",
+           "How many set-aside `.behind-*` copies to keep per database (the oldest go)."),
+    Option("public_details", "bool", False, "`False`",
+           "Let anonymous requests see the status details and the metrics (only for "
+           "routes on a private port). See [The status route](#the-status-route)."),
+    Option("status_token", "text", None, "unset",
+           "A bearer token that may see the details, the metrics and the page "
+           "(`Authorization: Bearer ...`, what Prometheus scrapes with); never shown."),
 )
 OPTION_NAMES = tuple(option.name for option in OPTIONS)
 
