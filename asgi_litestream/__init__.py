@@ -21,9 +21,9 @@ from ._exceptions import (
 from ._follow_copy import connect_readonly
 from ._handle import Supervisor
 from ._middleware import LitestreamLifespan
-from ._read_replica import ReadReplica, position_header
+from ._read_replica import ReadReplica
 from ._registry import get_supervisor, start_litestream, status, stop_litestream
-from ._starlette import durable, durable_endpoint, read_your_writes
+from ._starlette import durable, durable_endpoint, position_header, read_your_writes
 from ._status import State
 from ._verify import Verification
 

@@ -18,8 +18,8 @@ import anyio
 import anyio.to_thread
 
 from ._databases import Database
-from ._listing import head_from_names
 from ._logs import scrub
+from ._positions import head_from_names
 
 _MAX_FIRST_SEEN = 1024
 # A row of `litestream ltx`: level, min_txid, max_txid, size, created.

@@ -21,7 +21,7 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -30,6 +30,7 @@ import anyio.to_thread
 
 from ._child import _REAP_LIMIT, pump_lines
 from ._databases import Database
+from ._exceptions import StartupError
 from ._follow_copy import (
     _in_wal_mode,
     _publish,
@@ -42,6 +43,7 @@ from ._follow_process import (
     _Attempt,
     _hex,
     follow_command,
+    lasting_failure,
     parse_text_record,
     resume_refused,
     stop_process,
@@ -71,6 +73,8 @@ class Follower:
         policy: RestartPolicy | None = None, interval: float = 1.0,
         health_interval: float = 2.0, max_lag: float = 10.0, probe_timeout: float = 10.0,
         grace: float = 1.0, secrets: Sequence[str] = (),
+        on_fresh_copy: Callable[[Path], Awaitable[None]] | None = None,
+        on_update: Callable[[Path], Awaitable[None]] | None = None,
     ) -> None:
         for option, value in (("interval", interval), ("health_interval", health_interval),
                               ("max_lag", max_lag), ("probe_timeout", probe_timeout)):
@@ -107,6 +111,10 @@ class Follower:
         self._finished: anyio.Event | None = None
         self._changed: anyio.Event | None = None
         self._resume_refused = False
+        # Told after a fresh copy replaced the old file: connections opened before
+        # still read the old, deleted file (the middleware disposes the app's pools).
+        self._on_fresh_copy = on_fresh_copy
+        self._on_update = on_update
 
     def __repr__(self) -> str:
         return f"Follower(path={str(self.path)!r}, replica={self.database.replica!r})"
@@ -131,9 +139,12 @@ class Follower:
         return self.holds(txid)
 
     async def wait_ready(self, timeout: float) -> bool:
-        """True once the first copy is in place; False after ``timeout`` seconds."""
+        """True once the first copy is in place; False after ``timeout`` seconds.
+        Raises StartupError when following stopped for good before that."""
         with anyio.move_on_after(timeout):
             while not self.ready:
+                if self._gave_up is not None:
+                    raise StartupError(self._gave_up)
                 await self._change().wait()
         return self.ready
 
@@ -233,6 +244,15 @@ class Follower:
             ran_for = None if attempt.entered_at is None else now - attempt.entered_at
             decision = self._policy.on_exit(at=now, ran_for=ran_for)
             reason = f": {attempt.final_error}" if attempt.final_error else ""
+            lasting = lasting_failure(attempt, ever_ready=self.ready or self.generation > 0)
+            if lasting is not None:
+                self._gave_up = (f"cannot follow {self.database.replica}: {lasting.cause}. "
+                                 f"Fix: {lasting.fix} ({lasting.detail})")
+                logger.error("%s %s; not retried: no restart can mend this", label,
+                             self._gave_up)
+                self._notify()
+                await anyio.sleep_forever()
+                continue
             if isinstance(decision, GiveUp):
                 self._gave_up = (f"following stopped: Litestream exited {decision.exits} "
                                  f"times within {self._policy.restart_window:g}s (last exit "
@@ -319,6 +339,9 @@ class Follower:
                     self.generation += 1
                 logger.info("litestream %r: restored a copy of %s at txid %s; following "
                             "%s", self.name, self.path, txid, self.database.replica)
+                if self._on_fresh_copy is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._on_fresh_copy(self.path)
             elif not self.ready:
                 logger.info("litestream %r: resumed following %s at txid %s", self.name,
                             self.path, txid)
@@ -326,6 +349,12 @@ class Follower:
             self._set_txid(txid)
         elif message == "follow: applied updates":
             self.error = None
+            if self._on_update is not None:
+                # Litestream writes the primary's pages in place, and a WAL-mode
+                # primary's page 1 keeps its change counter: a connection held open
+                # keeps its page cache and never sees these rows. Drop the pools first.
+                with anyio.CancelScope(shield=True):
+                    await self._on_update(self.path)
             self._set_txid(_hex(record.get("to_txid")))
 
     def _last_error(self, fallback: str) -> str:
@@ -355,7 +384,10 @@ class Follower:
         return [self.database.replica_url]
 
     async def _probe_loop(self) -> None:
-        await self.wait_ready(float("inf"))
+        try:
+            await self.wait_ready(float("inf"))
+        except StartupError:
+            return  # following stopped for good: nothing to probe
         while True:
             await self.probe()
             await anyio.sleep(self.health_interval)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,16 @@ class FollowerSet:
         policy: Callable[[], RestartPolicy] | None = None, interval: float = 1.0,
         health_interval: float = 2.0, max_lag: float = 10.0, probe_timeout: float = 10.0,
         grace: float = 1.0, secrets: Sequence[str] = (),
+        on_fresh_copy: Callable[[Path], Awaitable[None]] | None = None,
+        on_update: Callable[[Path], Awaitable[None]] | None = None,
     ) -> None:
         self.max_lag = max_lag
         self.followers = tuple(
             Follower(binary, db, env=env, log=log, name=name, config_path=config_path,
                      policy=policy() if policy else None, interval=interval,
                      health_interval=health_interval, max_lag=max_lag,
-                     probe_timeout=probe_timeout, grace=grace, secrets=secrets)
+                     probe_timeout=probe_timeout, grace=grace, secrets=secrets,
+                     on_fresh_copy=on_fresh_copy, on_update=on_update)
             for db in databases)
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None

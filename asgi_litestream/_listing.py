@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._config import Settings
 from ._databases import Database
 from ._exceptions import ConfigError
+from ._names import member_name, member_root, name_problem
 from ._s3 import s3_client
+
+logger = logging.getLogger("asgi_litestream")
 
 _LISTABLE = ("file", "s3")
 
@@ -40,15 +43,30 @@ def check_listable(folder: Database) -> None:
 
 
 def replica_names(folder: Database, env: Mapping[str, str]) -> list[str]:
-    """File names of the databases the folder's replica holds (blocking I/O)."""
+    """File names of the databases the folder's replica holds (blocking I/O). A name
+    that cannot be a database file here is left out, with an error line naming it."""
     parts = urlsplit(folder.replica_url)
+    found: list[tuple[str, str | None, str | None]] = []  # (as stored, name, problem)
     if parts.scheme == "file":
-        root = Path(unquote(parts.path))
+        # The members' folders hold their names escaped (see _names).
+        root = Path(member_root(folder.replica_url))
         if not root.is_dir():
             return []
-        return sorted(entry.name for entry in root.iterdir()
-                      if (entry / "ltx").is_dir())
-    return _s3_names(parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)), env)
+        found = [(entry.name, *member_name(entry.name)) for entry in root.iterdir()
+                 if (entry / "ltx").is_dir()]
+    else:
+        found = [(name, name, name_problem(name)) for name in _s3_names(
+            parts.netloc, unquote(parts.path).strip("/"), dict(parse_qsl(parts.query)), env)]
+    names = []
+    for stored, name, problem in found:
+        if name is None or problem is not None:
+            logger.error("litestream: the replica of %s holds %r, which cannot be a "
+                         "database file here (%s): not restored. Fix: restore it by hand "
+                         "under another name (litestream restore -o FILE URL)",
+                         folder.where, stored, problem)
+        else:
+            names.append(name)
+    return sorted(names)
 
 
 def with_folders_listed(settings: Settings) -> Settings:
@@ -79,36 +97,3 @@ def _s3_names(bucket: str, prefix: str, query: dict[str, str],
         names += [entry["Prefix"][len(base):].rstrip("/")
                   for entry in page.get("CommonPrefixes", ())]
     return sorted(names)
-
-
-_LTX_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
-
-
-def replica_txid(database: Database, env: Mapping[str, str]) -> int:
-    """The newest transaction the replica holds (0: none), from its LTX file names
-    at every level (``ltx/<level>/<min>-<max>.ltx``), without downloading any."""
-    parts = urlsplit(database.replica_url)
-    if parts.scheme == "file":
-        return head_from_names(
-            p.name for p in Path(unquote(parts.path)).glob("ltx/*/*.ltx")) or 0
-    client = s3_client(dict(parse_qsl(parts.query)), env)
-    prefix = parts.path.strip("/")
-    names: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=parts.netloc, Prefix=f"{prefix}/ltx/" if prefix else "ltx/"):
-        names += [entry["Key"].rsplit("/", 1)[-1] for entry in page.get("Contents", ())]
-    return head_from_names(names) or 0
-
-
-def local_txid(path: Path) -> int:
-    """The newest transaction Litestream recorded for this database file here (0:
-    never replicated from this file), from its local LTX files."""
-    return head_from_names(p.name for p in path.with_name(f".{path.name}-litestream").glob(
-        "ltx/*/*.ltx")) or 0
-
-
-def head_from_names(names: Iterable[str]) -> int | None:
-    """The highest txid among LTX file names (``<min hex16>-<max hex16>.ltx``); None
-    when there is none (nothing replicated yet)."""
-    found = [int(m.group(2), 16) for m in map(_LTX_NAME.match, names) if m]
-    return max(found, default=None)

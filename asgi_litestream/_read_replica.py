@@ -9,16 +9,24 @@ read-your-writes handshake: the primary hands the client its position
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import logging
 import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ._config import Settings
 from ._exceptions import LitestreamError, SyncError
 from ._follower_set import FollowerSet
 from ._metrics import MetricsWriter
+from ._sqlite import dispose_pools
+
+logger = logging.getLogger("asgi_litestream")
 
 # The primary's replica positions, as the client carries them from a write to a read.
 POSITION_HEADER = "litestream-position"
@@ -28,12 +36,35 @@ class ReadReplica:
     """The followers of one LitestreamLifespan (``role="follower"``), as the app sees
     them: ``request.state.litestream`` on a follower."""
 
-    __slots__ = ("_followers", "_started", "settings")
+    __slots__ = ("_followers", "_on_fresh_copy", "_started", "settings")
 
     def __init__(self, settings: Settings, followers: FollowerSet) -> None:
         self.settings = settings
         self._followers = followers
         self._started = time.monotonic()
+        self._on_fresh_copy: list[Callable[[Path], Any]] = []
+
+    def on_fresh_copy(self, callback: Callable[[Path], Any]) -> None:
+        """Call ``callback(path)`` (sync or async) each time a fresh copy of ``path``
+        replaces the old file: connections opened before it still read the old,
+        deleted file until they are closed. Engines given as ``database=`` have
+        their pools disposed without this."""
+        self._on_fresh_copy.append(callback)
+
+    async def fresh_copy(self, path: Path, engines: list[Any]) -> None:
+        """A fresh copy of ``path`` is in place: drop the pools, tell the app."""
+        logger.warning("litestream %r: a fresh copy of %s replaced the old file; "
+                       "connections opened before it read the old one until closed%s",
+                       self.name, path, " (disposing the engines' pools)" if engines else "")
+        try:
+            await dispose_pools(engines)
+            for callback in self._on_fresh_copy:
+                result = callback(path)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            logger.exception("litestream %r: telling the app about the fresh copy of %s "
+                             "failed", self.name, path)
 
     def __repr__(self) -> str:
         return f"ReadReplica(name={self.name!r}, ready={self.ready!r})"
@@ -51,6 +82,13 @@ class ReadReplica:
     def running(self) -> bool:
         """Every copy follows: in place, within ``max_lag`` of its replica."""
         return self._followers.healthy(self.settings.max_lag)
+
+    def follows(self, key: str) -> Path | None:
+        """The copy of the database whose replica has this key (replica_key), if any."""
+        for follower in self._followers.followers:
+            if replica_key(follower.database.replica_url) == key:
+                return follower.path
+        return None
 
     async def wait_for(self, database: str | os.PathLike[str], txid: int,
                        timeout: float) -> bool:
@@ -107,19 +145,34 @@ class ReadReplica:
         return Path(text)
 
 
-def position_header(positions: Mapping[str, int]) -> str:
-    """The value of the ``Litestream-Position`` header for ``durable()``'s result
-    (``{path: replicated txid}``): ``app.db=1843``, comma-separated."""
-    return ",".join(f"{Path(path).name}={txid}" for path, txid in sorted(positions.items()))
+def replica_key(replica_url: str) -> str:
+    """What a primary and its followers agree on for one database: its replica (scheme,
+    host and path; no credentials, no query such as the endpoint, no local file name),
+    hashed short, so that the header shows a client no bucket or path."""
+    parts = urlsplit(replica_url)
+    canonical = f"{parts.scheme}://{parts.hostname or ''}/{unquote(parts.path).strip('/')}"
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+_KEY = re.compile(r"[0-9a-f]{12}")
+_TXID = re.compile(r"[0-9]{1,19}")  # ASCII digits, and below 2**63 (Litestream's TXID)
+
+
+def format_position(positions: Mapping[str, int]) -> str:
+    """``{replica key: txid}`` as a ``Litestream-Position`` value: ``3f2a9c1b0d4e=1843``."""
+    return ",".join(f"{key}={txid}" for key, txid in sorted(positions.items()))
 
 
 def parse_position(value: str) -> dict[str, int]:
-    """``{file name: txid}`` from a ``Litestream-Position`` value; bad parts ignored."""
+    """``{replica key: txid}`` from a ``Litestream-Position`` value. Raises ValueError
+    (the client's mistake, a 400) when a part is not ``<key>=<txid>``."""
     found: dict[str, int] = {}
-    for part in value.split(","):
-        name, _, txid = part.strip().partition("=")
-        if name and txid.isdigit():
-            found[name] = int(txid)
+    for part in value.split(",")[:64]:
+        key, _, txid = part.strip().partition("=")
+        if not (_KEY.fullmatch(key) and _TXID.fullmatch(txid)):
+            raise ValueError("a Litestream-Position is <replica key>=<txid>, "
+                             "comma-separated, as position_header() writes it")
+        found[key] = int(txid)
     return found
 
 

@@ -38,16 +38,18 @@ import anyio.to_thread
 from ._child import replicate_command
 from ._config import Settings
 from ._control import ControlClient, ControlError
+from ._databases import Database
 from ._election import Election
 from ._exceptions import StartupError, SyncError
 from ._group_sync import DurableSyncs
+from ._guard import find_stale, guard
 from ._health import HealthPoller
 from ._keeper import Keeper
 from ._leader import BOOT_ID, Leadership
 from ._lease_keeper import LeaseKeeper, hold_the_lease, lease_heir
 from ._logs import LitestreamLog
 from ._metrics import LitestreamScrape
-from ._restore import databases_behind, replace_if_behind, restore_missing
+from ._restore import restore_missing
 from ._status import Role, State
 from ._verify import Verifier
 from ._workdir import CONFIG_NAME, SOCKET_NAME
@@ -92,10 +94,18 @@ class ReplicationService:
             secrets=settings.secrets(), on_result=self._publish,
             control=lambda: self.election.control() if self.running else None)
         self.lease = LeaseKeeper.of(settings, self._env) if settings.lease else None
+        if self.lease is not None:
+            self.lease.guard(self.keeper)  # no Litestream starts here without the lease
         self.metrics_addr = metrics_addr  # Litestream's /metrics (ours; or none)
         self.scrape = LitestreamScrape()  # its /metrics, fetched in the background
         self._close_requested = anyio.Event()
         self._closed = anyio.Event()
+        # Set once this worker's databases are in place (lease held, files checked and
+        # restored, Litestream running here or at the leading worker), or startup
+        # failed: the app's own startup waits for it (see wait_in_place).
+        self._placed = anyio.Event()
+        self._placed_error: Exception | None = None
+        self.app_started = False  # the app runs on the files: never swap them now
 
     @property
     def role(self) -> Role | None:
@@ -142,9 +152,11 @@ class ReplicationService:
                     self.leadership.leave()
                     if not isinstance(exc, Exception):
                         raise
-                    failure = exc
+                    failure = self._placed_error = exc
+                    self._placed.set()
                     task_group.cancel_scope.cancel()
                 else:
+                    self._placed.set()
                     task_group.start_soon(self.keeper.keep_alive)
                     task_group.start_soon(self._watch_leader)
                     task_group.start_soon(self._poll_health)
@@ -167,6 +179,11 @@ class ReplicationService:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.election.aclose()
+            if not self._placed.is_set():
+                self._placed_error = StartupError(
+                    f"Litestream {self.settings.name!r} stopped before its databases "
+                    "were in place")
+                self._placed.set()
             self._closed.set()
         if failure is not None:
             if not started_early:
@@ -176,6 +193,20 @@ class ReplicationService:
                          "NOT replicating (readiness answers 503)", self.settings.name,
                          failure)
             self.keeper.set_state(State.FAILED)
+
+    async def wait_in_place(self) -> None:
+        """Return once the databases are in place for the app; raise startup's error."""
+        await self._placed.wait()
+        if self._placed_error is not None:
+            raise self._placed_error
+
+    def placed(self) -> bool:
+        """Whether wait_in_place() returns (or raises) at once."""
+        return self._placed.is_set()
+
+    def note_app_start(self) -> None:
+        """The app's startup begins: from now on no file may be swapped beneath it."""
+        self.app_started = True
 
     async def close(self) -> None:
         """Shutdown: return once serve() has flushed and stopped Litestream."""
@@ -256,7 +287,7 @@ class ReplicationService:
 
     # -- leading and following ----------------------------------------------------
 
-    async def _lead(self) -> None:
+    async def _lead(self, *, takeover: bool = False) -> None:
         # Who led before us, read before we publish over it (see lease_heir).
         previous = self.leadership.leader_info() or {}
         self.election.lead()
@@ -267,8 +298,24 @@ class ReplicationService:
             if not await self.lease.acquire(give_up=self._stopping,
                                             inherit_from=lease_heir(previous)):
                 return
-            await replace_if_behind(self.binary, self.config_path, self.settings, self._env,
-                                    on_start=lambda: self.keeper.set_state(State.RESTORING))
+        if takeover and self.app_started:
+            # The app holds connections to these files: a stale one cannot be swapped
+            # beneath it. Stay down and say so; a restart restores it first.
+            stale = await anyio.to_thread.run_sync(functools.partial(
+                find_stale, self.settings, self._env, binary=self.binary,
+                config_path=self.config_path))
+            if stale:
+                self.keeper.want_running = False
+                self.keeper.set_state(State.FAILED)
+                logger.error("litestream %r: NOT replicating: %s, and the app has it open, "
+                             "so it cannot be replaced now. Fix: restart the app; it sets "
+                             "the file aside and restores the replica's before it starts",
+                             self.settings.name, stale[0].describe())
+                return
+        else:
+            await guard(self.settings, self._env, binary=self.binary,
+                        config_path=self.config_path,
+                        on_start=lambda: self.keeper.set_state(State.RESTORING))
         if self.settings.restore_if_missing:
             await restore_missing(self.binary, self.config_path, self.settings, self._env,
                                   on_start=lambda: self.keeper.set_state(State.RESTORING))
@@ -277,7 +324,14 @@ class ReplicationService:
             if self.lease is not None and self.keeper.task_group is not None:
                 self.keeper.task_group.start_soon(functools.partial(
                     hold_the_lease, self.lease, self.keeper, give_up=self._stopping,
-                    behind=lambda: databases_behind(self.settings, self._env)))
+                    behind=self._moved_on))
+
+    async def _moved_on(self) -> list[tuple[Database, int, int]]:
+        """With the lease won back after a fence: the files another host wrote past."""
+        stale = await anyio.to_thread.run_sync(functools.partial(
+            find_stale, self.settings, self._env, binary=self.binary,
+            config_path=self.config_path))
+        return [(s.db, s.here.txid, s.there.txid) for s in stale]
 
     def _stopping(self) -> bool:
         return self.keeper.closing or self._close_requested.is_set()
@@ -304,7 +358,7 @@ class ReplicationService:
             logger.warning("litestream %r: the leading worker (pid %s) is gone; taking over",
                            self.settings.name, self.election.leader.get("pid"))
             try:
-                await self._lead()
+                await self._lead(takeover=True)
             except Exception as exc:
                 # Let another worker try: a lock held with nothing running would
                 # leave the database unreplicated for good.

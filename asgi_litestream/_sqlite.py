@@ -57,6 +57,23 @@ def _pragma(path: Path, name: str) -> object:
     return None if row is None else row[0]
 
 
+def engines_in(database: Any) -> list[Any]:
+    """The SQLAlchemy engines (sync or async) given as ``database=``, as given."""
+    handles = database if isinstance(database, list | tuple) and not hasattr(
+        database, "_fields") else [database]
+    return [h for h in handles if hasattr(getattr(h, "sync_engine", h), "dialect")
+            and hasattr(h, "url") and str(h.url.drivername).startswith("sqlite")]
+
+
+async def dispose_pools(engines: list[Any]) -> None:
+    """Drop every pooled connection, so the next checkout opens the file anew (a
+    follower's fresh copy was renamed over the one they held open)."""
+    for engine in engines:
+        result = engine.dispose()
+        if hasattr(result, "__await__"):  # an AsyncEngine
+            await result
+
+
 def install_pragmas(database: Any) -> int:
     """For each SQLAlchemy engine given as ``database=``: every new connection gets
     ``busy_timeout = 5000`` (Litestream's checkpoints take brief locks; Python's sqlite3

@@ -7,16 +7,27 @@ core.
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ._exceptions import SyncError
-from ._read_replica import POSITION_HEADER, ReadReplica, parse_position
+from ._read_replica import (
+    POSITION_HEADER,
+    ReadReplica,
+    format_position,
+    parse_position,
+    replica_key,
+)
 from ._registry import get_supervisor
+
+logger = logging.getLogger("asgi_litestream")
+_told: set[str] = set()  # positions naming no database of ours, logged once each
 
 
 async def durable(request: Request, *, timeout: float | None = None,
@@ -57,15 +68,48 @@ async def read_your_writes(request: Request, *, timeout: float = 2.0,
     replica = get_supervisor(name) if name else request.state.litestream
     if not isinstance(replica, ReadReplica):
         return
-    for database, txid in parse_position(value).items():
-        try:
-            caught_up = await replica.wait_for(database, txid, timeout)
-        except KeyError:
-            continue  # a database this replica does not follow
-        if not caught_up:
+    try:
+        positions = parse_position(value)
+    except ValueError as exc:
+        raise HTTPException(400, detail=f"bad {POSITION_HEADER}: {exc}") from None
+    for key, txid in positions.items():
+        path = replica.follows(key)
+        if path is None:
+            # Never "already here": the read would be stale and nobody would know.
+            if key not in _told and len(_told) < 1024:
+                _told.add(key)
+                logger.warning("litestream %r: a %s names replica %s, which this follower "
+                               "does not follow (it follows: %s); answering 503", replica.name,
+                               POSITION_HEADER, key, ", ".join(
+                                   replica_key(db.replica_url)
+                                   for db in replica.settings.databases))
+            raise HTTPException(503, detail=f"this replica does not follow the database "
+                                f"of your last write ({key})", headers={"retry-after": "1"})
+        if not await replica.wait_for(path, txid, timeout):
             raise HTTPException(503, detail=f"this replica has not caught up with your "
-                                f"last write yet ({database} at {txid})",
+                                f"last write yet ({path.name} at {txid})",
                                 headers={"retry-after": "1"})
+
+
+def position_header(positions: Mapping[str, int], *, name: str = "litestream") -> str:
+    """The value of the ``Litestream-Position`` header for ``durable()``'s result
+    (``{path: replicated txid}``), on the primary: each database is named by its
+    replica, which the primary and its followers share (their file names may differ),
+    hashed: ``3f2a9c1b0d4e=1843``, comma-separated."""
+    databases = get_supervisor(name).settings.databases
+    keyed: dict[str, int] = {}
+    for path, txid in positions.items():
+        wanted = Path(path)
+        for db in databases:
+            if db.path == wanted:
+                keyed[replica_key(db.replica_url)] = txid
+                break
+            if db.holds(wanted):
+                keyed[replica_key(db.member(wanted).replica_url)] = txid
+                break
+        else:
+            raise ValueError(f"{path!r} is not replicated by LitestreamLifespan {name!r}")
+    return format_position(keyed)
 
 
 def durable_endpoint(

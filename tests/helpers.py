@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asgi_litestream import durable
+from asgi_litestream import durable, position_header
 
 # One /proc walk and one free-port finder for the tests and the benchmarks (re-exported).
 from bench._common import free_port as free_port
@@ -159,8 +159,9 @@ def notes_app(db: Path) -> Starlette:
             row = conn.execute("INSERT INTO notes (body) VALUES (?)", (body,)).lastrowid
         timeout = float(request.query_params.get("timeout", 10))
         replicated = await durable(request, timeout=timeout)
-        return JSONResponse({"id": row, "worker": os.getpid(), "replicated": replicated},
-                            status_code=201)
+        position = position_header(replicated, name=request.state.litestream.name)
+        return JSONResponse({"id": row, "worker": os.getpid(), "replicated": replicated,
+                             "position": position}, status_code=201)
 
     async def listing(request: Request) -> JSONResponse:
         with connect() as conn:

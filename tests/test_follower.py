@@ -19,8 +19,8 @@ from asgi_litestream._follow_lag import Lag, head_from_ltx_listing
 from asgi_litestream._follow_process import follow_command, parse_text_record, resume_refused
 from asgi_litestream._follower import Follower
 from asgi_litestream._follower_set import FollowerSet
-from asgi_litestream._listing import head_from_names
 from asgi_litestream._logs import LitestreamLog
+from asgi_litestream._positions import head_from_names
 from asgi_litestream._restart import RestartPolicy
 
 # Real output of `litestream ltx -level 0 <url>` (0.5.17), a log line mixed in.

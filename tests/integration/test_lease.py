@@ -248,9 +248,10 @@ async def test_a_database_behind_the_replica_is_set_aside_and_restored(
         app = LitestreamLifespan(notes_app(folder / "app.db"), database=folder / "app.db",
                                  replica_url=url, bin_path=litestream_bin, lease=True)
         async with lifespan(app) as state, client(app, state) as http:
-            with anyio.fail_after(30):  # serving at once; replicating once the lease is ours
-                while not state["litestream"].running:
+            with anyio.fail_after(30):  # serving at once (503); the app once the lease is ours
+                while (await http.get("/notes")).status_code == 503:
                     await anyio.sleep(0.01)
+            assert state["litestream"].running
             for row in rows:
                 assert (await http.post("/notes/durable", json={"body": row})
                         ).status_code == 201

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from asgi_litestream import position_header
 from tests.helpers import S3, descendants, is_litestream
 from tests.integration.servers import Server, start_server
 from tests.proxy import Proxy
@@ -67,7 +66,10 @@ def test_a_follower_serves_the_primarys_rows_and_never_writes_the_replica(
     are read on the follower (read-your-writes with the primary's position header);
     a write on the follower fails loudly; the follower outlives a SIGKILL of its
     Litestream and of itself; it adds no object to the replica."""
-    follower_env = env_for(tmp_path / "replica", s3, ASGI_LITESTREAM_ROLE="follower")
+    # The copy has another file name than the primary's database: positions name the
+    # replica, which both share.
+    follower_env = env_for(tmp_path / "replica", s3, ASGI_LITESTREAM_ROLE="follower",
+                           ASGI_LITESTREAM_DATABASE=str(tmp_path / "replica" / "copy.db"))
     follower = start_server("uvicorn", tmp_path / "replica", follower_env, wait=False,
                             app=REPLICA_APP)
     primary: Server | None = None
@@ -90,12 +92,28 @@ def test_a_follower_serves_the_primarys_rows_and_never_writes_the_replica(
         write = httpx.post(primary.base + "/notes/durable", json={"body": "mine"},
                            timeout=10).json()
         acknowledged.append("mine")
-        header = {"litestream-position": position_header(write["replicated"])}
+        header = {"litestream-position": write["position"]}
+        assert "app.db" not in write["position"]
         seen = httpx.get(follower.base + "/notes?wait=10", headers=header, timeout=20)
         assert seen.status_code == 200 and seen.json() == acknowledged
-        ahead = {"litestream-position": "app.db=999999"}
+        stale = 0  # each read right after its write: none may miss the write
+        for i in range(10):
+            write = httpx.post(primary.base + "/notes/durable", json={"body": f"r{i}"},
+                               timeout=10).json()
+            acknowledged.append(f"r{i}")
+            seen = httpx.get(follower.base + "/notes?wait=10", timeout=20,
+                             headers={"litestream-position": write["position"]})
+            stale += seen.json() != acknowledged
+        assert stale == 0
+        key = write["position"].partition("=")[0]
+        ahead = {"litestream-position": f"{key}=999999"}
         refused = httpx.get(follower.base + "/notes?wait=0.2", headers=ahead, timeout=10)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        other = {"litestream-position": "0123456789ab=1"}  # a database not followed here
+        refused = httpx.get(follower.base + "/notes?wait=0.2", headers=other, timeout=10)
+        assert refused.status_code == 503 and "does not follow" in refused.text
+        bad = {"litestream-position": f"{key}=\u00b2".encode("latin-1")}
+        assert httpx.get(follower.base + "/notes", headers=bad, timeout=10).status_code == 400
         # Writing on a follower is the app's mistake: it fails, nothing diverges.
         mistake = httpx.post(follower.base + "/notes", timeout=10)
         assert mistake.status_code == 500
