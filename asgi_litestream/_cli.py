@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 
 from . import __version__, _commands
-from ._commands import PROG
+from ._commands import PROG, explain
 from ._download import DEFAULT_VERSION
 from ._exceptions import LitestreamError
 from ._options import OPTIONS
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code: int = args.run(args)
         except LitestreamError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)  # noqa: T201
+            print(f"{PROG}: error: {explain(exc)}", file=sys.stderr)  # noqa: T201
             return 1
         except KeyboardInterrupt:
             return 130

@@ -22,7 +22,7 @@ from ._backups import (
     restore_lock,
     restore_to,
 )
-from ._binary import find_litestream_for
+from ._binary import FROM_CACHE, check_litestream, find_litestream_for
 from ._config import Settings
 from ._control import ControlClient
 from ._databases import Database
@@ -32,6 +32,7 @@ from ._leader import Leadership
 from ._listing import with_folders_listed
 from ._logs import scrub
 from ._options import OPTIONS
+from ._replica_errors import classify
 from ._restore import restore_database
 from ._verify import Verification, verify
 from ._workdir import generated_config
@@ -54,8 +55,21 @@ def run_download(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         sha256=args.sha256,
     )
+    # A build step learns now, not the app at its start, that it cannot run here.
+    check_litestream(path, origin=FROM_CACHE)
     print(path)  # noqa: T201
     return 0
+
+
+def explain(error: LitestreamError) -> str:
+    """An error's message, with the cause in plain words and the fix when it is a
+    replica that could not be read and the message does not say them yet."""
+    message = str(error)
+    if isinstance(error, RestoreError) and "Fix:" not in message:
+        failure = classify(message)
+        if failure.recognised:
+            return f"{message}. {failure.cause[0].upper()}{failure.cause[1:]}. Fix: {failure.fix}"
+    return message
 
 
 # -- config --------------------------------------------------------------------
@@ -228,7 +242,7 @@ def run_verify(args: argparse.Namespace) -> int:
         settings = _selected(args)
         binary = find_litestream_for(settings)
     except LitestreamError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"{PROG}: error: {explain(exc)}", file=sys.stderr)  # noqa: T201
         return _COULD_NOT_RUN
     leader = Leadership(settings.databases).leader_info() or {}
     socket = leader.get("socket") if leader.get("state") == "running" else None

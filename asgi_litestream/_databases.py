@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
-from ._urls import check_replica_url, join_url, redact_url
+from ._names import member_url
+from ._urls import check_replica_config, check_replica_url, join_url, redact_url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +33,13 @@ class Database:
     # ``<replica_url>/<file name>`` (Litestream's own layout for ``dir:``).
     pattern: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.replica_config is not None:
+            # From config_path's file, which skips check_replica_url: its S3 bucket name
+            # is checked here, as the keyword's is there.
+            check_replica_config(self.replica_config, "config_path", self.replica_url,
+                                 str(self.path))
+
     @property
     def is_folder(self) -> bool:
         return self.pattern is not None
@@ -43,7 +51,7 @@ class Database:
 
     def member(self, path: Path) -> Database:
         """One database of this folder, as Litestream replicates it."""
-        return Database(path=path, replica_url=join_url(self.replica_url, path.name))
+        return Database(path=path, replica_url=member_url(self.replica_url, path.name))
 
     def holds(self, path: Path) -> bool:
         """Whether ``path`` is (or would be) a database of this folder."""

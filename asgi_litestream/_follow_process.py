@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 
 from ._child import _PDEATHSIG_EXEC, _REAP_LIMIT, _setpriv
+from ._replica_errors import ReplicaFailure, classify
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -97,6 +98,17 @@ class _Attempt:
     refused: str | None = None  # why it would not resume over the copy
     final_error: str | None = None
     code: int | None = None
+
+
+def lasting_failure(attempt: _Attempt, *, ever_ready: bool) -> ReplicaFailure | None:
+    """Why a follower's *first* restore can never succeed, if that is why it ended (no
+    such bucket, refused or missing credentials...: _replica_errors.py): no restart can
+    mend it, so the follower gives up at once and says so. None: restart as usual. Once
+    a copy was made, an error is the replica's weather, retried as ever."""
+    if ever_ready or attempt.entered_at is not None or not attempt.final_error:
+        return None
+    failure = classify(attempt.final_error)
+    return failure if failure.permanent else None
 
 
 async def stop_process(process: anyio.abc.Process, *, grace: float, name: str,

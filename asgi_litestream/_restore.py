@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import functools
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -21,8 +19,9 @@ import anyio.to_thread
 from ._config import Settings
 from ._databases import Database
 from ._exceptions import RestoreError
-from ._listing import local_txid, replica_names, replica_txid
+from ._listing import replica_names
 from ._logs import scrub
+from ._replica_errors import classify, error_line
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -40,27 +39,47 @@ def restore_database(
     database under a temporary name and renamed into place, so the app can never open
     a half-restored file.
     """
-    target = database.path
-    if target.exists() and not overwrite:
-        raise RestoreError(f"{target} already exists; refusing to overwrite it. Fix: move "
-                           "it away, or pass overwrite (--force) to replace it")
-    partial = _partial(target)
-    _remove(partial)
-    command = [str(binary), "restore", "-config", str(config_path), "-if-replica-exists",
-               "-o", str(partial), str(target)]
+    partial = _prepare(database, overwrite=overwrite)
     try:
-        result = subprocess.run(command, env=dict(env), capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
+        result = subprocess.run(_restore_command(binary, config_path, database.path, partial),
+                                env=dict(env), capture_output=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         _remove(partial)
-        raise RestoreError(f"restoring {target} from {database.replica} took over "
+        raise RestoreError(f"restoring {database.path} from {database.replica} took over "
                            f"{timeout}s. Fix: check the replica is reachable") from None
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    if result.returncode != 0:
+    return _finish(database, partial, result.returncode, result.stdout + result.stderr,
+                   secrets)
+
+
+def _prepare(database: Database, *, overwrite: bool) -> Path:
+    if database.path.exists() and not overwrite:
+        raise RestoreError(f"{database.path} already exists; refusing to overwrite it. Fix: "
+                           "move it away, or pass overwrite (--force) to replace it")
+    partial = _partial(database.path)
+    _remove(partial)
+    return partial
+
+
+def _restore_command(binary: Path, config_path: Path, target: Path, partial: Path
+                     ) -> list[str]:
+    return [str(binary), "restore", "-config", str(config_path), "-if-replica-exists",
+            "-o", str(partial), str(target)]
+
+
+def _finish(database: Database, partial: Path, code: int, output: bytes,
+            secrets: Sequence[str]) -> bool:
+    """Rename a finished restore into place; RestoreError naming the cause if it failed."""
+    target = database.path
+    if code != 0:
         _remove(partial)
-        reason = scrub(lines[-1], secrets) if lines else "no output"
+        said = scrub(error_line(output.decode("utf-8", "replace")), secrets) or "no output"
+        failure = classify(said)
+        if failure.recognised:
+            raise RestoreError(f"restoring {target} from {database.replica} failed: "
+                               f"{failure.cause}. Fix: {failure.fix} (exit {code}: {said})")
         raise RestoreError(f"restoring {target} from {database.replica} failed "
-                           f"(exit {result.returncode}): {reason}")
+                           f"(exit {code}): {said}")
     if not partial.exists():
         return False  # the replica holds no backup
     for suffix in ("-wal", "-shm"):
@@ -92,7 +111,10 @@ async def restore_on_boot(
     """Restore a missing database before the app starts. False: the replica holds no
     backup, start fresh. A replica that cannot be reached or read is retried (each
     attempt logged with the reason) until ``timeout``, then RestoreError: starting
-    fresh then would replicate an empty database over a good backup."""
+    fresh then would replicate an empty database over a good backup. A failure no
+    retry can mend (no such bucket, refused credentials: _replica_errors.py) is a
+    RestoreError at once. Cancellable at any point (a SIGTERM during startup): no
+    Litestream is left running, and no partial file."""
     deadline = time.monotonic() + timeout
     target = database.path
     label = f"litestream {name!r}:"
@@ -110,18 +132,25 @@ async def restore_on_boot(
                 min(attempt_timeout, max(deadline - time.monotonic(), 1)))
         if found is not None:
             break
+        failure = classify(reason)
+        if failure.permanent:
+            raise RestoreError(
+                f"cannot restore {target}: {failure.cause} (replica {database.replica}). "
+                f"Fix: {failure.fix}. Not retried: no retry can mend this, and the app did "
+                f"not start, so nothing replicated an empty database over the backup "
+                f"(Litestream: {failure.detail})")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RestoreError(
                 f"could not read the replica {database.replica} to restore {target} "
-                f"({attempt} attempts in {timeout:g}s): {reason}. Fix: check the replica "
-                "URL, the credentials and that the storage is reachable from here, or raise "
-                "restore_timeout; the app did not start, so nothing replicated an empty "
-                "database over the backup")
+                f"({attempt} attempts in {timeout:g}s): {failure.describe()}. Fix: check the "
+                "replica URL, the credentials and that the storage is reachable from here, "
+                "or raise restore_timeout; the app did not start, so nothing replicated an "
+                "empty database over the backup")
         wait = min(delay, remaining)
         logger.warning("%s cannot read the replica %s to restore %s (attempt %d): %s; "
                        "retrying in %.0fs, giving up in %.0fs", label, database.replica,
-                       target, attempt, reason, wait, remaining)
+                       target, attempt, failure.describe(), wait, remaining)
         await anyio.sleep(wait)
         delay = min(delay * 2, _MAX_RETRY_DELAY)
     if not found:
@@ -133,10 +162,8 @@ async def restore_on_boot(
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(_log_progress, label, target, started)
         try:
-            # restore_database kills Litestream at the same deadline.
-            restored = await anyio.to_thread.run_sync(functools.partial(
-                restore_database, binary, config_path, database, env,
-                timeout=max(deadline - time.monotonic(), 1), secrets=secrets))
+            restored = await _restore_now(binary, config_path, database, env,
+                                          max(deadline - time.monotonic(), 1), secrets)
         finally:
             task_group.cancel_scope.cancel()
     if restored:
@@ -148,10 +175,33 @@ async def restore_on_boot(
     return restored
 
 
+async def _restore_now(binary: Path, config_path: Path, database: Database,
+                       env: Mapping[str, str], timeout: float, secrets: Sequence[str]) -> bool:
+    """:func:`restore_database` as a child the event loop owns: cancelled (a SIGTERM
+    during startup), Litestream is killed and the partial file removed at once,
+    rather than a thread waiting out the download."""
+    partial = _prepare(database, overwrite=False)
+    command = _restore_command(binary, config_path, database.path, partial)
+    try:
+        with anyio.move_on_after(timeout) as scope:
+            result = await anyio.run_process(command, env=dict(env), check=False,
+                                              stdin=subprocess.DEVNULL)
+    except BaseException:
+        _remove(partial)
+        raise
+    if scope.cancelled_caught:
+        _remove(partial)
+        raise RestoreError(f"restoring {database.path} from {database.replica} took over "
+                           f"{timeout:.0f}s. Fix: check the replica is reachable, or raise "
+                           "restore_timeout for a large database")
+    return _finish(database, partial, result.returncode, result.stdout + result.stderr,
+                   secrets)
+
+
 async def _probe(binary: Path, config_path: Path, target: Path, env: Mapping[str, str],
                  secrets: Sequence[str], timeout: float) -> tuple[bool | None, str]:
     """A dry run of the restore: (True, "") a backup exists, (False, "") the replica is
-    empty, (None, reason) it could not be read."""
+    empty, (None, error) it could not be read (Litestream's error, scrubbed)."""
     command = [str(binary), "restore", "-config", str(config_path), "-dry-run",
                "-o", str(_partial(target)), str(target)]
     with anyio.move_on_after(timeout):
@@ -162,8 +212,8 @@ async def _probe(binary: Path, config_path: Path, target: Path, env: Mapping[str
             return True, ""
         if "no matching backup" in output:
             return False, ""
-        lines = output.strip().splitlines()
-        return None, scrub(lines[-1], secrets) if lines else f"exit {result.returncode}"
+        said = error_line(output)
+        return None, scrub(said, secrets) if said else f"exit {result.returncode}"
     return None, f"no answer within {timeout:.0f}s (unreachable, or a hung endpoint)"
 
 
@@ -180,15 +230,18 @@ async def _endpoint_problem(replica_url: str, env: Mapping[str, str]) -> str | N
         return None
     port = parts.port or (80 if parts.scheme == "http" else 443)
     address = (parts.hostname, port)
+
+    def connect() -> None:
+        socket.create_connection(address, timeout=_ATTEMPT_TIMEOUT).close()
+
     try:
         # The stdlib's errors name the cause (refused, unknown host); anyio's do not.
-        connection = await anyio.to_thread.run_sync(
-            functools.partial(socket.create_connection, address, timeout=_ATTEMPT_TIMEOUT))
+        # Abandoned when cancelled: a stop during startup does not wait for the connect.
+        await anyio.to_thread.run_sync(connect, abandon_on_cancel=True)
     except TimeoutError:
         return f"no TCP connection to {parts.hostname}:{port} within {_ATTEMPT_TIMEOUT:g}s"
     except OSError as exc:
         return f"cannot connect to {parts.hostname}:{port}: {exc.strerror or exc}"
-    connection.close()
     return None
 
 
@@ -219,10 +272,11 @@ async def restore_missing(binary: Path, config_path: Path, settings: Settings,
     jobs = [(db, config_path, env) for db in missing]
     if absent:
         # `litestream restore -config` finds only `path:` entries, not a `dir:`'s
-        # databases: name them in a config of their own (secrets still ${VAR}s).
+        # databases: name them in a config of their own (secrets still ${VAR}s, and
+        # a name's '$' never expanded: to_yaml writes names as data).
         listed = dataclasses.replace(settings, databases=tuple(absent))
         members_config = config_path.with_name("restore.yml")
-        members_config.write_text(listed.to_yaml())
+        members_config.write_text(listed.to_yaml(), encoding="utf-8")
         members_env = listed.child_env(env)
         jobs += [(db, members_config, members_env) for db in absent]
     limiter = anyio.CapacityLimiter(_RESTORES_AT_ONCE)
@@ -244,41 +298,3 @@ async def restore_missing(binary: Path, config_path: Path, settings: Settings,
             task_group.start_soon(restore_one, *job)
     if errors:
         raise errors[0]
-
-
-async def replace_if_behind(binary: Path, config_path: Path, settings: Settings,
-                            env: Mapping[str, str], *, on_start: Callable[[], None]) -> None:
-    """With the lease just taken: a database file here that is *behind* its replica
-    (another host wrote since this file was last replicated, or the app created it
-    before the lease was ours) is moved aside (``<db>.behind-<unix time>``) and
-    restored, so that replication never continues from a stale file. A file at
-    or ahead of the replica is kept: it holds rows the replica will receive."""
-    for db, ours, theirs in await databases_behind(settings, env):
-        aside = db.path.with_name(f"{db.path.name}.behind-{int(time.time())}")
-        logger.warning("litestream %r: %s is behind its replica (txid %d here, %d in %s): "
-                       "moving it to %s and restoring the replica's", settings.name,
-                       db.path, ours, theirs, db.replica, aside.name)
-        on_start()
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(str(db.path) + suffix)
-            if source.exists():
-                os.replace(source, Path(str(aside) + suffix))
-        shutil.rmtree(db.path.with_name(f".{db.path.name}-litestream"), ignore_errors=True)
-        await restore_on_boot(binary, config_path, db, env, name=settings.name,
-                              timeout=settings.restore_timeout, secrets=settings.secrets())
-
-
-async def databases_behind(settings: Settings, env: Mapping[str, str]
-                           ) -> list[tuple[Database, int, int]]:
-    """(database, txid here, txid in the replica) for each database file here whose
-    replica holds newer transactions (a folder's databases are not compared)."""
-    def positions(db: Database) -> tuple[int, int]:
-        return local_txid(db.path), replica_txid(db, env)
-
-    behind = []
-    for db in settings.databases:
-        if not db.is_folder and db.path.exists():
-            ours, theirs = await anyio.to_thread.run_sync(positions, db)
-            if theirs > ours:
-                behind.append((db, ours, theirs))
-    return behind

@@ -37,6 +37,7 @@ import anyio.to_thread
 from ._control import ControlClient, ControlError
 from ._databases import Database
 from ._logs import scrub
+from ._replica_errors import classify, error_line
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -120,10 +121,8 @@ async def _verify_one(
                                     reason=f"the restore took over {timeout:g}s")
     output = (result.stdout + result.stderr).decode("utf-8", "replace").strip()
     if result.returncode != 0:
-        reason = scrub(output.splitlines()[-1] if output else f"exit {result.returncode}",
-                       secrets)
-        return DatabaseVerification(path=path, ok=False, txid=txid,
-                                    reason=f"the replica does not restore: {reason}")
+        said = scrub(error_line(output) or f"exit {result.returncode}", secrets)
+        return DatabaseVerification(path=path, ok=False, txid=txid, reason=_unread(said))
     if not side.exists():
         ok = not txid
         return DatabaseVerification(path=path, ok=ok, txid=txid, restored_txid=0,
@@ -140,6 +139,17 @@ async def _verify_one(
             path=path, ok=False, txid=txid, restored_txid=restored,
             reason=f"the restored copy stops at txid {restored}, before {txid}")
     return DatabaseVerification(path=path, ok=True, txid=txid, restored_txid=restored)
+
+
+def _unread(said: str) -> str:
+    """Why the restore failed: the replica could not be read (the cause and, for what
+    no retry mends, the fix), or it was read and does not restore."""
+    failure = classify(said)
+    if failure.permanent:
+        return f"cannot read the replica: {failure.cause}. Fix: {failure.fix} ({said})"
+    if failure.recognised:
+        return f"cannot read the replica now: {failure.cause} ({said})"
+    return f"the replica does not restore: {said}"
 
 
 def _restored_txid(stdout: str) -> int | None:

