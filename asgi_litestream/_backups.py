@@ -21,11 +21,13 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from ._binary import find_litestream_for
 from ._config import Settings
@@ -102,6 +104,45 @@ def list_restore_points(settings: Settings, binary: Path | None = None) -> list[
                          doing=f"listing the backups of {db.path} in {db.replica}")
             points += restore_points(db.path, _document(output))
     return points
+
+
+async def list_restore_points_within(
+    binary: Path, config_path: Path, databases: Sequence[Database], env: Mapping[str, str],
+    *, timeout: float, at_once: int = 4, secrets: Sequence[str] = (),
+) -> dict[Path, list[RestorePoint] | None]:
+    """:func:`list_restore_points` for a caller that cannot wait (the status page), with
+    an existing config: ``{database: its points}``, None for a database that could not
+    be listed within ``timeout`` (the reason is logged at debug level). One
+    ``litestream ltx`` per database, ``at_once`` at a time; each is an anyio process,
+    killed and reaped at the deadline or when the caller is cancelled, never left
+    running behind an abandoned thread."""
+    found: dict[Path, list[RestorePoint] | None] = dict.fromkeys(
+        (db.path for db in databases), None)
+    limiter = anyio.CapacityLimiter(at_once)
+
+    async def list_one(db: Database) -> None:
+        async with limiter:
+            result = await anyio.run_process(
+                [str(binary), "ltx", "-config", str(config_path), "-level", "all", "-json",
+                 str(db.path)], env=dict(env), check=False, stdin=subprocess.DEVNULL)
+        stdout = result.stdout.decode("utf-8", "replace")
+        try:
+            if result.returncode != 0:
+                lines = (stdout + result.stderr.decode("utf-8", "replace")).strip().splitlines()
+                raise RestoreError(f"exit {result.returncode}: "
+                                   f"{scrub(lines[-1], secrets) if lines else 'no output'}")
+            found[db.path] = restore_points(db.path, _document(stdout))
+        except RestoreError as exc:
+            logger.debug("listing the backups of %s in %s failed: %s", db.path, db.replica, exc)
+
+    with anyio.move_on_after(timeout) as deadline:
+        async with anyio.create_task_group() as task_group:
+            for db in databases:
+                task_group.start_soon(list_one, db)
+    if deadline.cancelled_caught:
+        logger.debug("listing the backups: %d of %d databases not listed within %gs",
+                     sum(points is None for points in found.values()), len(found), timeout)
+    return found
 
 
 def find_database(settings: Settings, which: Database | str | os.PathLike[str]) -> Database:

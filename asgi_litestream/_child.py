@@ -10,8 +10,10 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -76,6 +78,19 @@ class LitestreamProcess:
         self._control = control
         self._log = log
         self._pumped = anyio.Event()
+        # kill_now() may come from the lease's watchdog thread. A pid is a name the
+        # kernel reuses once the child is reaped (asyncio reaps from its own thread), so
+        # it signals through a pidfd, which names this very process forever; the lock
+        # keeps aclose() from closing the fd (and the number being reused) mid-signal.
+        self._kill_lock = threading.Lock()
+        self._pidfd: int | None = None
+        self._closed = False  # reaped, or closed: kill_now() signals nothing
+        try:
+            self._pidfd = os.pidfd_open(process.pid)
+        except ProcessLookupError:
+            self._closed = True  # exited and reaped already: nothing is left to kill
+        except (AttributeError, OSError):
+            pass  # no pidfds here (not Linux, or a kernel before 5.3): signal the pid
 
     def __repr__(self) -> str:
         return f"LitestreamProcess(pid={self.pid}, returncode={self.returncode})"
@@ -85,10 +100,12 @@ class LitestreamProcess:
         cls, command: Sequence[str], *, name: str, env: Mapping[str, str],
         pass_fds: Sequence[int], control: ControlClient, log: LitestreamLog,
         databases: Sequence[Database], task_group: anyio.abc.TaskGroup, timeout: float,
+        on_spawn: Callable[[LitestreamProcess], None] | None = None,
     ) -> LitestreamProcess:
         """Spawn Litestream and return once it is ready: the control socket answers
         with *our* child's pid and lists every database. Raises StartupError (with
-        Litestream's own last error line); no child is left behind."""
+        Litestream's own last error line); no child is left behind. ``on_spawn`` gets
+        the child as soon as it exists, before it is ready (the lease's watchdog)."""
         try:
             process = await anyio.open_process(
                 list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -104,6 +121,8 @@ class LitestreamProcess:
             raise StartupError(f"could not start {command[0]}: {exc}. Fix: check the "
                                "binary exists and is executable (bin_path)") from exc
         child = cls(process, name=name, control=control, log=log)
+        if on_spawn is not None:
+            on_spawn(child)
         # Always drain: past ~64 KB of unread output Litestream blocks for good.
         task_group.start_soon(child._pump_logs)
         try:
@@ -128,6 +147,26 @@ class LitestreamProcess:
     @property
     def returncode(self) -> int | None:
         return self._process.returncode
+
+    def kill_now(self) -> bool:
+        """SIGKILL it at once (no final sync), from any thread; False if it was already
+        closed or gone. Never reaches another process that reused its pid."""
+        with self._kill_lock:
+            if self._closed:
+                return False
+            try:
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                elif self._process.returncode is None:
+                    # No pidfd (not Linux): the pid, unless it was reaped already. asyncio
+                    # may reap between this check and the signal: a pid is only reused
+                    # after every other pid was handed out, never within microseconds.
+                    os.kill(self.pid, signal.SIGKILL)
+                else:
+                    return False
+            except ProcessLookupError:
+                return False
+            return True
 
     async def wait(self) -> int:
         """Wait until it exits (its last log lines included); its exit code."""
@@ -179,6 +218,12 @@ class LitestreamProcess:
     async def aclose(self, *, grace: float) -> None:
         """SIGTERM (Litestream syncs once more), SIGKILL only past ``grace`` seconds,
         then reap. Runs to the end even when cancelled, within one deadline."""
+        try:
+            await self._stop_and_reap(grace)
+        finally:
+            self._close_pidfd()
+
+    async def _stop_and_reap(self, grace: float) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _REAP_LIMIT):
             if grace > 0 and self.returncode is None:
                 self._process.terminate()
@@ -192,6 +237,13 @@ class LitestreamProcess:
             await self._process.wait()
             await self._drained()
             await self._process.aclose()
+
+    def _close_pidfd(self) -> None:
+        with self._kill_lock:
+            self._closed = True
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
 
     async def _wait_ready(self, wanted: set[str], *, folders: bool) -> None:
         while True:

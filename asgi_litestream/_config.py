@@ -8,7 +8,6 @@ config writer and of the replication service.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Mapping
@@ -19,9 +18,17 @@ from urllib.parse import unquote
 
 import yaml
 
-from ._config_file import literal_secrets, read_config_file
+from ._config_file import (
+    YamlDumper,
+    file_s3_keys,
+    file_secret_refs,
+    literal_secrets,
+    read_config_file,
+    yaml_escaped,
+)
 from ._databases import Database, databases_from
 from ._exceptions import ConfigError
+from ._names import DOLLAR_VAR, escape_dollars, escape_dollars_in_path
 from ._options import DEFAULT, OPTION_NAMES, OPTIONS
 from ._urls import secret_refs
 
@@ -132,11 +139,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.dashboard_path is not None and self.dashboard_auth is None and not (
             self.dashboard_user and self.dashboard_password
-        ):
+        ) and not self.status_token:
             raise ConfigError(
                 "dashboard_path", self.dashboard_path, "the status page needs an authorization",
-                "pass dashboard_auth=<function of the request>, or set "
-                "ASGI_LITESTREAM_DASHBOARD_USER and ASGI_LITESTREAM_DASHBOARD_PASSWORD",
+                "set ASGI_LITESTREAM_DASHBOARD_USER and ASGI_LITESTREAM_DASHBOARD_PASSWORD, "
+                "or ASGI_LITESTREAM_STATUS_TOKEN, or pass dashboard_auth=<function of the "
+                "request>",
             )
         if not _NAME.match(self.name):
             raise ConfigError(
@@ -187,8 +195,11 @@ class Settings:
                  self.status_token,
                  *literal_secrets(self.file_config),
                  *(s for db in self.databases for s in literal_secrets(db.replica_config))]
-        for index, db in enumerate(self.databases):
-            for value in secret_refs(db.replica_url, index)[1].values():
+        found += [key for keys in file_s3_keys(self.file_config, self.databases,
+                                               os.environ).values() if keys for key in keys]
+        urls = [db.replica_url for db in self.databases] + [self.download_url or ""]
+        for index, url in enumerate(urls):
+            for value in secret_refs(url, index)[1].values():
                 found += [value, unquote(value)]
         return list(dict.fromkeys(s for s in found if s and len(s) >= 4))
 
@@ -206,29 +217,58 @@ class Settings:
             env["LITESTREAM_SECRET_ACCESS_KEY"] = self.secret_access_key
         for index, db in enumerate(self.databases):
             env.update(secret_refs(db.replica_url, index)[1])
+        env[DOLLAR_VAR] = "$"  # see _names: a '$' in a name is written ${DOLLAR_VAR}
+        # Secrets config_path's file writes out are references in the generated one.
+        _, _, values = file_secret_refs(self.file_config,
+                                        [db.replica_config for db in self.databases])
+        env.update({name: yaml_escaped(value) for name, value in values.items()})
+        # Our own S3 calls (the lease, the listings) read credentials from the
+        # environment: those the file gives its S3 replicas, when that is one pair.
+        keys = file_s3_keys(self.file_config, self.databases, base)
+        pairs = set(keys.values())
+        shared = pairs.pop() if len(pairs) == 1 else None
+        if shared is not None:
+            env["LITESTREAM_ACCESS_KEY_ID"], env["LITESTREAM_SECRET_ACCESS_KEY"] = shared
+        elif self.lease and keys.get(min(self.databases, key=lambda db: db.path).path):
+            raise ConfigError(
+                "lease", True, f"the lease is kept in the first database's replica, which "
+                f"has keys of its own in {self.config_path}, and other S3 replicas there "
+                "have other keys (or none), so the lease cannot be written with its keys",
+                "give every S3 replica in the file the same access-key-id and "
+                "secret-access-key (or write them once at the top of the file), or run "
+                "without lease")
         return env
 
     def to_yaml(self, *, socket_path: Path | None = None,
                 metrics_addr: str | None = None) -> str:
-        """Litestream's config file. It never holds a secret: passwords and secret
-        query values (``?token=``, ``?sas=``...) are ``${VAR}`` references."""
+        """Litestream's config file. It never holds a secret: passwords, secret query
+        values (``?token=``, ``?sas=``...) and the secrets config_path's file writes
+        out are ``${VAR}`` references."""
+        # config_path's file as written, but its literal secrets as ${VAR} references.
+        file_config, replicas, _ = file_secret_refs(
+            self.file_config, [db.replica_config for db in self.databases])
         dbs = []
         for index, db in enumerate(self.databases):
             replica: dict[str, Any] = {"url": db.replica_url,
                                        "sync-interval": _duration(self.sync_interval)}
             if db.replica_config is not None:  # as the user's litestream.yml has it
-                replica = copy.deepcopy(db.replica_config)
+                replica = replicas[index]
             if isinstance(replica.get("url"), str):
                 replica["url"] = secret_refs(replica["url"], index)[0]
+                if db.replica_config is None:
+                    # A folder's member: its file name, in the path, is data.
+                    replica["url"] = escape_dollars_in_path(replica["url"])
+            # Never expanded: a '$' in a path is a file name's (see _names).
+            where = escape_dollars(str(db.path))
             if db.pattern is not None:
                 # Litestream finds the folder's databases, and with watch one created
                 # later within milliseconds (inotify): no restart, no call per database.
-                dbs.append({"dir": str(db.path), "pattern": db.pattern, "watch": True,
+                dbs.append({"dir": where, "pattern": db.pattern, "watch": True,
                             "replica": replica})
             else:
-                dbs.append({"path": str(db.path), "replica": replica})
+                dbs.append({"path": where, "replica": replica})
         config: dict[str, Any] = {
-            **copy.deepcopy(self.file_config),
+            **file_config,
             "logging": {"level": self.log_level, "type": "json"},
             # Litestream retries its own final sync this long after SIGTERM. Our flush
             # (POST /sync with wait) has already run by then on a graceful stop, so keep
@@ -240,9 +280,7 @@ class Settings:
             config["socket"] = {"enabled": True, "path": str(socket_path)}
         if metrics_addr is not None:
             config["addr"] = metrics_addr  # Litestream's Prometheus /metrics, loopback only
-        # libyaml's dumper when PyYAML has it: a thousand databases dump in a blink.
-        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-        return yaml.dump(config, Dumper=dumper, sort_keys=False)
+        return yaml.dump(config, Dumper=YamlDumper, sort_keys=False)
 
 
 def _bin_path(value: Any) -> Path | None:

@@ -65,12 +65,12 @@ def render_dashboard(
     status: Mapping[str, Any],
     history: Mapping[str, Sequence[tuple[float, float | None]]],
     *,
-    restore_points: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    restore_points: Mapping[str, Sequence[Mapping[str, Any]] | None] | None = None,
     now: float | None = None,
 ) -> str:
     """The whole status page for ``status`` (the status route's JSON), with the delay
     ``history`` per database path (unix time, behind_s or None; oldest first) and the
-    ``restore_points`` per database path (None: not known)."""
+    ``restore_points`` per database path (None, or no entry: not known; empty: none)."""
     now = time.time() if now is None else now
     healthy, state = status.get("healthy"), str(status.get("state"))
     overall = "bad" if healthy is False or status.get("status") != "running" else (
@@ -92,7 +92,7 @@ def render_dashboard(
     )
     databases = "".join(
         _database(db, history.get(str(db.get("path")), ()), now,
-                  None if restore_points is None else restore_points.get(str(db.get("path")), ()))
+                  None if restore_points is None else restore_points.get(str(db.get("path"))))
         for db in status.get("databases") or ())
     name = escape(str(status.get("name")))
     return (

@@ -30,6 +30,7 @@ from ._release import (
     expected_sha256,
     platform_asset,
 )
+from ._urls import redact_url
 
 __all__ = ["DEFAULT_DOWNLOAD_URL", "DEFAULT_VERSION", "download_litestream"]
 
@@ -102,7 +103,7 @@ def _download_locked(url: str, expected: str, target: Path) -> None:
         _remove_leftovers(target.parent)
         archive = _fetch(url, target.parent, expected)
         try:
-            _install(archive, target, url)
+            _install(archive, target, redact_url(url))
         finally:
             archive.unlink(missing_ok=True)
         logger.info("installed litestream at %s", target)
@@ -162,7 +163,7 @@ def _fetch(url: str, directory: Path, expected: str) -> Path:
         with os.fdopen(fd, "wb") as out:
             actual = _stream(url, out)
         if actual != expected:
-            raise ChecksumMismatchError(url, expected, actual)
+            raise ChecksumMismatchError(redact_url(url), expected, actual)
     except BaseException:
         archive.unlink(missing_ok=True)
         raise
@@ -173,7 +174,9 @@ def _stream(url: str, out: IO[bytes]) -> str:
     """Write the body of ``url`` to ``out`` and return its sha256 hex digest."""
     digest = hashlib.sha256()
     started = time.monotonic()
-    logger.info("downloading litestream from %s", url)
+    # download_url may carry credentials (https://user:token@mirror/...): never shown.
+    shown = redact_url(url)
+    logger.info("downloading litestream from %s", shown)
     try:
         with (
             httpx.Client(follow_redirects=True, trust_env=True, timeout=_TIMEOUT) as client,
@@ -186,7 +189,7 @@ def _stream(url: str, out: IO[bytes]) -> str:
         ):
             if response.status_code != 200:
                 raise DownloadError(
-                    f"GET {url} answered HTTP {response.status_code}. Fix: check the version "
+                    f"GET {shown} answered HTTP {response.status_code}. Fix: check the version "
                     "exists and that download_url serves the release layout "
                     "<base>/v<version>/litestream-<version>-<os>-<arch>.tar.gz, or "
                     f"{MANUAL_FIX}."
@@ -200,13 +203,14 @@ def _stream(url: str, out: IO[bytes]) -> str:
             received = response.num_bytes_downloaded
     except httpx.HTTPError as exc:
         raise DownloadError(
-            f"downloading {url} failed: {type(exc).__name__}: {exc}. Fix: check the network, "
+            f"downloading {shown} failed: {type(exc).__name__}: "
+            f"{str(exc).replace(url, shown)}. Fix: check the network, "
             "the proxy (HTTPS_PROXY) and the CA bundle (SSL_CERT_FILE), or "
             f"{MANUAL_FIX}."
         ) from exc
     if total is not None and received != total:
         raise DownloadError(
-            f"downloading {url} stopped after {received} of {total} bytes. "
+            f"downloading {shown} stopped after {received} of {total} bytes. "
             "Fix: retry; the partial file was deleted."
         )
     logger.info(

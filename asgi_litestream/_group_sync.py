@@ -40,6 +40,11 @@ class GroupSync:
         self._running = False
         self.rounds = 0  # syncs actually sent: far fewer than callers under load
 
+    @property
+    def idle(self) -> bool:
+        """No round running or forming: nothing is lost if this group is dropped."""
+        return self._forming is None and not self._running
+
     async def wait(self, timeout: float) -> Any:
         """Return the result of a sync that started after this call began."""
         if self._forming is None:
@@ -81,15 +86,25 @@ class GroupSync:
             self._running = False
 
 
+_SWEEP_ABOVE = 64  # groups in the map before idle ones are looked for
+
+
 class DurableSyncs:
-    """One :class:`GroupSync` per database, and a durable wait fanned out over them."""
+    """One :class:`GroupSync` per database, and a durable wait fanned out over them.
+
+    A folder's database gets its group when a wait names it, and loses it once no
+    wait uses it: a folder may hold any number of databases over time, and the
+    groups in memory are only those being waited on."""
 
     def __init__(self, paths: Iterable[Path], sync_once: Callable[[Path], Awaitable[int | None]],
                  task_group: anyio.abc.TaskGroup,
                  in_folder: Callable[[Path], bool] = lambda _: False) -> None:
         self._sync_once, self._task_group = sync_once, task_group
         self._groups = {path: self._group(path) for path in paths}
-        self._in_folder = in_folder  # a database of a folder gets its group when first named
+        self._listed = frozenset(self._groups)  # named one by one: kept for good
+        self._in_folder = in_folder
+        self._retired_rounds = 0  # of the folder groups dropped
+        self._sweep_above = _SWEEP_ABOVE + len(self._listed)
         self.stats = SyncStats()
 
     def _group(self, path: Path) -> GroupSync:
@@ -98,13 +113,20 @@ class DurableSyncs:
     @property
     def rounds(self) -> int:
         """How many syncs were sent (far fewer than callers under load)."""
-        return sum(group.rounds for group in self._groups.values())
+        return self._retired_rounds + sum(group.rounds for group in self._groups.values())
+
+    def _drop_if_idle(self, path: Path, group: GroupSync) -> None:
+        # A later wait makes a fresh group, whose first round starts after it: what
+        # a dropped group knew (no round in flight) is nothing that wait needs.
+        if path not in self._listed and group.idle and self._groups.get(path) is group:
+            del self._groups[path]
+            self._retired_rounds += group.rounds
 
     async def wait(self, timeout: float, database: str | os.PathLike[str] | None = None
                    ) -> dict[str, int]:
         """``{path: replicated txid}`` once every database (or only ``database``) has
         everything committed before the call in its replica; SyncError otherwise."""
-        groups = self._groups
+        groups = dict(self._groups)
         if database is not None:
             wanted = Path(database).absolute()
             if wanted not in self._groups and self._in_folder(wanted):
@@ -129,9 +151,19 @@ class DurableSyncs:
                 positions[str(path)] = replicated
 
         began = time.monotonic()
-        async with anyio.create_task_group() as task_group:
+        try:
+            async with anyio.create_task_group() as task_group:
+                for path, group in groups.items():
+                    task_group.start_soon(wait_one, path, group)
+        finally:
             for path, group in groups.items():
-                task_group.start_soon(wait_one, path, group)
+                self._drop_if_idle(path, group)
+            if len(self._groups) > self._sweep_above:
+                # A wait that timed out left its group mid-round; idle by now. Swept
+                # when the map doubled, so each wait pays O(1) on average.
+                for path, group in list(self._groups.items()):
+                    self._drop_if_idle(path, group)
+                self._sweep_above = max(2 * len(self._groups), _SWEEP_ABOVE)
         self.stats.record(time.monotonic() - began, ok=not errors)
         if errors:
             raise errors[0]

@@ -22,6 +22,7 @@ from ._exceptions import StartupError
 from ._logs import LitestreamLog
 from ._restart import GiveUp, RestartPolicy
 from ._status import State
+from ._watchdog import Watchdog
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -59,6 +60,9 @@ class Keeper:
         self._restart_delay = 0.0
         self._wake = anyio.Event()
         self.task_group: anyio.abc.TaskGroup | None = None  # the service's, for log pumps
+        # With a lease: Litestream may run only while its watchdog allows, which kills
+        # it at the lease's deadline (LeaseKeeper.guard sets it).
+        self.watchdog: Watchdog | None = None
 
     def set_state(self, state: State) -> None:
         """The one way the state changes; the service publishes it to the standbys."""
@@ -77,7 +81,7 @@ class Keeper:
                 return
             self.want_running = True
             self._policy.reset()
-            if self.child is not None or not self._leading():
+            if self.child is not None or not self._leading() or self._lease_refuses():
                 return
             self.set_state(State.STARTING)
             try:
@@ -115,7 +119,13 @@ class Keeper:
                 continue  # stop() took it down on purpose and reaps it
             await child.aclose(grace=0)
             self.child = None
-            if self.want_running and not self.closing:
+            if not self.want_running or self.closing:
+                continue
+            if self.watchdog is not None and not self.watchdog.may_run():
+                # Killed by the lease's watchdog (or exited past the deadline): not a
+                # crash to restart; the lease's task fences and wins the lease back.
+                self.set_state(State.FENCED)
+            else:
                 self._on_exit(code, ran_for=time.monotonic() - child.started_at)
 
     async def kill(self, state: State) -> None:
@@ -161,10 +171,14 @@ class Keeper:
 
     async def _spawn(self) -> None:
         assert self.task_group is not None, "the service sets the task group"
+        if self._lease_refuses():
+            self.set_state(State.FENCED)
+            return
         self.child = await LitestreamProcess.start(
             self._command, name=self.settings.name, env=self._env, pass_fds=self._pass_fds(),
             control=self._control, log=self._log, databases=self.settings.databases,
             task_group=self.task_group, timeout=self.settings.startup_timeout,
+            on_spawn=None if self.watchdog is None else self.watchdog.watch,
         )
         self.version = self.child.version
         self.set_state(State.RUNNING)
@@ -172,6 +186,15 @@ class Keeper:
                     ", ".join(f"{db.where} → {db.replica}/<file name>"
                               if db.is_folder else f"{db.path} → {db.replica}"
                               for db in self.settings.databases))
+
+    def _lease_refuses(self) -> bool:
+        """With a lease: not ours (yet), or it could have expired; never start then (and
+        say so)."""
+        if self.watchdog is None or self.watchdog.may_run():
+            return False
+        logger.warning("litestream %r: not started: this host does not hold the lease "
+                       "(or it could have expired)", self.settings.name)
+        return True
 
     def _on_exit(self, code: int | None, *, ran_for: float | None) -> None:
         self.last_exit_code = code

@@ -36,6 +36,7 @@ from ._urls import redact_url
 LOCK_NAME = "lock.json"  # upstream's DefaultLeasePath
 _SCHEMES = ("s3", "file")
 _GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)  # what Go reads from a null
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)  # later than any expiry we can hold
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +84,22 @@ class LeaseLost(LeaseError):
 class LeaseStoreError(LeaseError):
     """The store did not answer usably: unreachable, timed out, an error status, or a
     lock object that is not a lease."""
+
+
+class LeaseUnreadable(LeaseHeld, LeaseStoreError):
+    """The lock object is there but is not a lease we can read (not JSON, wrong types).
+
+    Read as held by an unknown owner for good: never taken over nor overwritten, as
+    upstream, whose JSON decoding fails the same way, never takes it either. It may be
+    another tool's live lock, and nothing in it says until when. Someone must delete
+    it."""
+
+    def __init__(self, where: str, why: str) -> None:
+        self.holder = ""
+        self.expires_at = _NEVER
+        LeaseError.__init__(
+            self, f"{where} is not a lease ({why}): read as held by an unknown owner, "
+            "never overwritten. Fix: delete it if no writer uses it")
 
 
 class LeaseStore(Protocol):
@@ -178,7 +195,18 @@ def decode(data: bytes, etag: str) -> Lease:
     if not isinstance(owner, str):
         raise ValueError(f"owner={owner!r} is not a string")
     return Lease(generation=generation, owner=owner, etag=etag,
-                 expires_at=_GO_ZERO_TIME if expires_at is None else parse_time(expires_at))
+                 expires_at=_GO_ZERO_TIME if expires_at is None else _expiry(expires_at))
+
+
+def _expiry(text: str) -> datetime:
+    """``expires_at`` as upstream judges it. An offset can carry a time past Python's
+    years 1-9999 in UTC ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"),
+    which Go still reads and compares: past the end it is held for good (someone must
+    delete it), before the start it is long expired, as Go's zero time is."""
+    try:
+        return parse_time(text)
+    except OverflowError:
+        return _NEVER if text.startswith("9999") else _GO_ZERO_TIME
 
 
 def _now() -> datetime:

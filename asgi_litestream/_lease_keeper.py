@@ -9,13 +9,22 @@ for as long as its Litestream runs:
     acquire  wait (logging the holder every few seconds) until the lock is free or
              expired, then take it
     keep     renew every ``lease_ttl / 3``; when renewal fails until the lease could
-             expire (``fence_margin`` before it does, for clock skew and a slow
-             call), or someone else holds it, *fence*: the service kills Litestream
-             at once (no final sync: that would be a write without the lease)
+             expire (``fence_margin`` before it does, for clock skew), or someone
+             else holds it, *fence*: kill Litestream at once (no final sync: that
+             would be a write without the lease)
     release  after the final flush, so the successor takes it within a poll
 
-The store is blocking (boto3); each call runs in a thread and is abandoned, not
-awaited, past its deadline, so a hung S3 can never delay the fence.
+The clock of a holding starts *before* the call that won or renewed it: the store
+stamps the expiry (its wall clock + TTL) before its request, and a slow call that
+succeeds must not push our deadline past that expiry. The deadline (that moment +
+TTL - margin, monotonic) is enforced twice: by the watchdog thread (_watchdog.py),
+which SIGKILLs the child there even while the event loop is stalled, and by keep()
+on the loop, which does the orderly part (state, log, winning the lease back).
+
+The store is blocking (boto3); each call runs in a thread of its own small limiter
+(never queued behind the app's sync endpoints on anyio's default one), bounded by
+the store's timeouts (``fence_margin / 4`` to connect and to read, no retries) and
+abandoned, not awaited, past its deadline, so a hung S3 can never delay the fence.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import anyio
 import anyio.to_thread
 
 from ._databases import Database
+from ._exceptions import StartupError
 from ._leader import BOOT_ID
 from ._lease import (
     LOCK_NAME,
@@ -38,10 +48,13 @@ from ._lease import (
     LeaseLost,
     LeaseStore,
     LeaseStoreError,
+    LeaseUnreadable,
     lease_store,
 )
+from ._rfc3339 import format_time
 from ._status import State
 from ._urls import join_url, redact_url
+from ._watchdog import Watchdog
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -52,7 +65,16 @@ logger = logging.getLogger("asgi_litestream")
 _ACQUIRE_POLL = 0.5  # a released lease is taken within this
 _RETRY = 1.0  # after a failed renewal
 _LOG_EVERY = 5.0  # while waiting: one line per this many seconds
-_CALL_TIMEOUT = 5.0  # one call to the store, at most (less for a short ttl)
+_SOCKET_TIMEOUT = 5.0  # to connect, and to read, at most (less for a short ttl)
+# Lease calls at once: a renewal, a read naming the new holder, a release. Never
+# anyio's default limiter, which 40 busy sync endpoints of the app exhaust.
+_LEASE_THREADS = 4
+
+
+def fence_margin(ttl: float) -> float:
+    """Fence this long before a lease of ``ttl`` seconds could expire; it absorbs this
+    much clock skew between hosts."""
+    return max(ttl / 6, 1.0)
 
 
 class LeaseKeeper:
@@ -67,22 +89,42 @@ class LeaseKeeper:
         self.seen: Lease | None = None  # the holder's, while we wait
         self.fenced_because: str | None = None
         self.last_error: str | None = None
-        self._renewed_at: float | None = None  # monotonic
+        self.watchdog = Watchdog(name)  # kills Litestream at the deadline (guard())
+        self._held_from: float | None = None  # monotonic, before the call that won it
+        self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop
+        self._unreadable: str | None = None  # the unreadable lock last logged
 
     @classmethod
     def of(cls, settings: Settings, env: Mapping[str, str]) -> LeaseKeeper:
         """The lease of these settings (in the first database's replica); ``env`` is
         Litestream's environment, whose credentials reach the store."""
+        # Connect plus read (no retries) within half the margin: a renewal answers
+        # well before its deadline, or fails in time for another try.
         store = lease_store(settings.lease_replica, env,
-                            timeout=min(_CALL_TIMEOUT, settings.lease_ttl / 6))
+                            timeout=min(_SOCKET_TIMEOUT, fence_margin(settings.lease_ttl) / 4))
         return cls(store, ttl=settings.lease_ttl, name=settings.name,
                    where=redact_url(join_url(settings.lease_replica, LOCK_NAME)))
 
     @property
     def fence_margin(self) -> float:
-        """Fence this long before the lease could expire: renewal calls time out
-        within it, and it absorbs this much clock skew between hosts."""
-        return max(self.ttl / 6, 1.0)
+        """Fence this long before the lease could expire (clock skew between hosts)."""
+        return fence_margin(self.ttl)
+
+    @property
+    def deadline(self) -> float | None:
+        """When Litestream must be dead unless the lease is renewed first (monotonic):
+        the TTL from the moment *before* the call that last won or renewed it, less the
+        margin. The expiry in the store is later: the store stamps it after that."""
+        if self._held_from is None:
+            return None
+        return self._held_from + self.ttl - self.fence_margin
+
+    def guard(self, keeper: Keeper) -> None:
+        """Let ``keeper`` run Litestream only while the lease is ours, and have the
+        watchdog kill its child at the deadline. Call it before the first start (it
+        may be called again)."""
+        keeper.watchdog = self.watchdog
+        self.watchdog.watch(keeper.child)
 
     async def acquire(self, *, give_up: Callable[[], bool],
                       inherit_from: str | None = None) -> bool:
@@ -92,19 +134,33 @@ class LeaseKeeper:
         rather than after its TTL."""
         logged_at = -_LOG_EVERY
         while not give_up():
+            started = time.monotonic()
             try:
                 self.lease = await self._call(self.store.acquire, self.ttl)
+            except LeaseUnreadable as unreadable:
+                # Held by an unknown owner until someone deletes it (see _lease.py);
+                # said once, then shown in the status.
+                self.seen, self.last_error = None, str(unreadable)
+                if self._unreadable != self.last_error:
+                    self._unreadable = self.last_error
+                    logger.error("litestream %r: not replicating: %s", self.name,
+                                 self.last_error)
+                await anyio.sleep(_ACQUIRE_POLL)
+                continue
             except LeaseHeld as held:
+                self._unreadable = None
                 if inherit_from is not None and held.holder == inherit_from:
                     try:
-                        self.lease = await self._inherit(inherit_from)
+                        inherited = await self._inherit(inherit_from)
                     except (LeaseHeld, LeaseStoreError, TimeoutError) as exc:
+                        inherited = None
                         logger.warning("litestream %r: could not take over the lease %s "
                                        "from %s: %s", self.name, self.where, inherit_from,
                                        exc or "timed out")
                         inherit_from = None  # only once: then as anyone would
-                    if self.lease is not None:
-                        return self._held()
+                    if inherited is not None:
+                        self.lease, started = inherited
+                        return self._held(started)
 
                 self.seen = Lease(generation=0, expires_at=held.expires_at,
                                   owner=held.holder, etag="")
@@ -118,6 +174,7 @@ class LeaseKeeper:
                 await anyio.sleep(_ACQUIRE_POLL)
                 continue
             except (LeaseStoreError, TimeoutError) as exc:
+                self._unreadable = None
                 self.last_error = str(exc) or "timed out"
                 if time.monotonic() - logged_at >= _LOG_EVERY:
                     logged_at = time.monotonic()
@@ -125,22 +182,31 @@ class LeaseKeeper:
                                    self.name, self.where, self.last_error)
                 await anyio.sleep(_RETRY)
                 continue
-            return self._held()
+            return self._held(started)
         return False
 
-    async def _inherit(self, holder: str) -> Lease | None:
+    async def _inherit(self, holder: str) -> tuple[Lease, float] | None:
+        """The holder's lease taken over, and the moment before the call that did it."""
         seen = await self._call(self.store.read)
         if seen is None or seen.owner != holder:
             return None
+        started = time.monotonic()
         lease: Lease = await self._call(self.store.take_over, seen, self.ttl)
         logger.warning("litestream %r: took over the lease %s from %s, the previous "
                        "leading worker of this host, which is gone", self.name,
                        self.where, holder)
-        return lease
+        return lease, started
 
-    def _held(self) -> bool:
+    def _hold_from(self, started: float) -> None:
+        """The lease is ours as of ``started`` (taken before the call that won or
+        renewed it): the watchdog kills Litestream at the new deadline."""
+        self._held_from = started
+        self.watchdog.arm(started + self.ttl - self.fence_margin)
+
+    def _held(self, started: float) -> bool:
         assert self.lease is not None
-        self._renewed_at = time.monotonic()
+        self._hold_from(started)
+        self._unreadable = None
         self.seen, self.fenced_because, self.last_error = None, None, None
         logger.info("litestream %r: holds the lease %s (generation %d, until %s)",
                     self.name, self.where, self.lease.generation,
@@ -150,38 +216,42 @@ class LeaseKeeper:
     async def keep(self) -> str | None:
         """Renew until released (None) or fenced: the lease lost or about to expire
         unrenewed (why, once logged)."""
+        wait = self.ttl / 3
         while self.lease is not None:
-            assert self._renewed_at is not None
-            deadline = self._renewed_at + self.ttl - self.fence_margin
-            await anyio.sleep(min(self.ttl / 3, max(deadline - time.monotonic(), 0)))
+            deadline = self.deadline
+            assert deadline is not None and self._held_from is not None
+            await anyio.sleep(max(min(wait, deadline - time.monotonic()), 0))
             lease = self.lease
             if lease is None:
                 return None  # released meanwhile
+            started = time.monotonic()
             try:
-                with anyio.fail_after(max(deadline - time.monotonic(), 0)):
-                    renewed = await self._call(self.store.renew, lease, self.ttl)
+                renewed = await self._call(self.store.renew, lease, self.ttl,
+                                           within=deadline - started)
             except LeaseLost:
                 return self._fenced(f"the lease was taken over{await self._holder()}")
             except (LeaseStoreError, TimeoutError) as exc:
                 self.last_error = str(exc) or "timed out"
                 if time.monotonic() >= deadline:
                     return self._fenced("could not renew the lease for "
-                                        f"{time.monotonic() - self._renewed_at:.1f}s "
+                                        f"{time.monotonic() - self._held_from:.1f}s "
                                         f"({self.last_error})")
                 logger.warning("litestream %r: renewing the lease %s failed: %s; fencing "
                                "in %.1fs unless a retry works", self.name, self.where,
                                self.last_error, deadline - time.monotonic())
-                await anyio.sleep(min(_RETRY, max(deadline - time.monotonic(), 0)))
+                wait = _RETRY
                 continue
             if self.lease is lease:  # not released while the call ran
-                self.lease, self._renewed_at, self.last_error = (
-                    renewed, time.monotonic(), None)
+                self.lease, self.last_error = renewed, None
+                self._hold_from(started)
+            wait = self.ttl / 3
         return None
 
     async def release(self) -> None:
         """Give the lease back (after the final flush), so a successor takes it now
         rather than after the TTL. A failure only costs the successor the TTL."""
         lease, self.lease = self.lease, None
+        self.watchdog.disarm()  # Litestream is stopped by now
         if lease is None:
             return
         try:
@@ -211,6 +281,7 @@ class LeaseKeeper:
 
     def _fenced(self, why: str) -> str:
         self.lease, self.fenced_because = None, why
+        self.watchdog.expire()  # killed now, even if the keeper's lock is busy (a flush)
         logger.error("litestream %r: FENCED: %s. Litestream is stopped at once (no final "
                      "sync), durable writes fail and readiness answers 503 until the lease "
                      "is ours again", self.name, why)
@@ -223,10 +294,18 @@ class LeaseKeeper:
             return ""
         return f" by {found.owner}" if found else ""
 
-    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
-        # Abandoned, not awaited, when the caller's deadline passes: boto3 cannot be
-        # interrupted, and a fence must never wait on S3.
-        return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+    async def _call(self, function: Callable[..., Any], *args: Any,
+                    within: float | None = None) -> Any:
+        """``function(*args)`` in a thread of the lease's own limiter; TimeoutError past
+        ``within`` seconds (by default, as long as a fresh lease would last us)."""
+        # Abandoned, not awaited, past the deadline: boto3 cannot be interrupted, and a
+        # fence must never wait on S3. An abandoned call gives its token back.
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(_LEASE_THREADS)
+        with anyio.fail_after(max(self.ttl - self.fence_margin if within is None
+                                  else within, 0)):
+            return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True,
+                                                  limiter=self._limiter)
 
 
 async def hold_the_lease(lease: LeaseKeeper, keeper: Keeper, *,
@@ -236,6 +315,7 @@ async def hold_the_lease(lease: LeaseKeeper, keeper: Keeper, *,
     lease back and replicate again, unless the replica moved on meanwhile (someone
     else wrote): restoring under the running app would swap the file beneath its
     open connections, so it stays fenced and says to restart."""
+    lease.guard(keeper)
     while await lease.keep() is not None:
         await keeper.kill(State.FENCED)
         if not await lease.acquire(give_up=give_up):
@@ -251,7 +331,12 @@ async def hold_the_lease(lease: LeaseKeeper, keeper: Keeper, *,
                          lease.fenced_because)
             return
         logger.info("litestream %r: the lease is ours again; replicating again", lease.name)
-        await keeper.start()
+        try:
+            await keeper.start()
+        except StartupError as exc:
+            # Keep renewing: past the deadline keep() fences and we start over.
+            logger.error("litestream %r: could not start Litestream again: %s; NOT "
+                         "replicating", lease.name, exc)
 
 
 def lease_heir(previous: dict[str, object]) -> str | None:
@@ -270,4 +355,6 @@ def _left(when: datetime) -> float:
 
 
 def _clock(when: datetime) -> str:
+    if abs(_left(when)) > 86400:  # not today (upstream's lock may say "for good")
+        return format_time(when)
     return when.astimezone(timezone.utc).strftime("%H:%M:%S UTC")

@@ -52,7 +52,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ._lease import LOCK_NAME, Lease, LeaseHeld, LeaseLost, LeaseStoreError, _now, decode, encode
+from ._lease import (
+    LOCK_NAME,
+    Lease,
+    LeaseHeld,
+    LeaseLost,
+    LeaseStoreError,
+    LeaseUnreadable,
+    _now,
+    decode,
+    encode,
+)
 from ._s3 import s3_client
 
 logger = logging.getLogger("asgi_litestream")
@@ -106,9 +116,9 @@ class _ConditionalStore:
         try:
             return decode(*found)
         except ValueError as exc:  # json's errors are ValueErrors too
-            raise LeaseStoreError(
-                f"{self.where} is not a lease ({exc}). Fix: delete it if no writer "
-                "uses it") from None
+            # Held by someone unknown (a LeaseHeld), so acquire() waits; and a store
+            # error to whoever only reads it.
+            raise LeaseUnreadable(self.where, str(exc)) from None
 
     def acquire(self, ttl: float) -> Lease:
         _check_ttl(ttl)

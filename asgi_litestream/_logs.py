@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,14 +39,21 @@ def parse_log_line(text: str) -> tuple[int, str, str | None]:
     return logging.INFO, text, None
 
 
+# Databases whose last warnings are kept: a folder's come and go, and a name Litestream
+# warned about once must not stay in memory for good.
+MAX_DATABASES = 1000
+_LINES_PER_DATABASE = 5
+
+
 class LitestreamLog:
     """Where Litestream's output goes: each line re-emitted on our logger at its own
-    level, scrubbed of secrets; warning and error lines also kept for the status."""
+    level, scrubbed of secrets; warning and error lines also kept for the status (the
+    last few per database, for the :data:`MAX_DATABASES` that warned last)."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         self._secrets = tuple(secrets)
         self.last_errors: deque[str] = deque(maxlen=10)
-        self._by_database: dict[str, deque[str]] = {}
+        self._by_database: OrderedDict[str, deque[str]] = OrderedDict()
         self.changes = 0  # bumped with every kept line
 
     def line(self, raw: bytes, pid: int) -> None:
@@ -60,11 +67,20 @@ class LitestreamLog:
             self.changes += 1
             self.last_errors.append(message)
             if database is not None:
-                self._by_database.setdefault(database, deque(maxlen=5)).append(message)
+                kept = self._by_database.pop(database, None) or deque(
+                    maxlen=_LINES_PER_DATABASE)
+                kept.append(message)
+                self._by_database[database] = kept  # the most recent last
+                while len(self._by_database) > MAX_DATABASES:
+                    self._by_database.popitem(last=False)
 
     def errors_of(self, database_name: str) -> list[str]:
         """The last warning/error lines Litestream logged about one database file."""
         return list(self._by_database.get(database_name, ()))
+
+    def forget(self, database_name: str) -> None:
+        """Drop what was kept about a database that is gone (removed from its folder)."""
+        self._by_database.pop(database_name, None)
 
     def tail(self) -> str:
         """``": <last error line>"``, or nothing: for messages about an exit."""

@@ -7,6 +7,7 @@ all checked against (or built from) :data:`OPTIONS`, so they cannot drift apart.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,10 +58,7 @@ class Option:
             text = environ.get(self.env)
             return self.default if text is None else (text or None)
         if self.kind == "callable":  # keyword only: code has no environment variable
-            if value is not None and not callable(value):
-                raise ConfigError(self.name, value, "must be a callable",
-                                  "pass a function of the request returning True or False")
-            return value
+            return _one_argument_callable(self.name, value)
         if value is None:
             text = environ.get(self.env)
             if text is None:
@@ -104,6 +102,27 @@ _PARSE: dict[str, Any] = {
     "replica_url": str, "str": str, "text": str, "path": str,
     "bool": parse_bool, "int": int, "seconds": float,
 }
+
+
+def _one_argument_callable(name: str, value: Any) -> Any:
+    """``value`` when it is None or can be called with one argument (the request);
+    sync or async alike: the routes await what it returns when that is awaitable."""
+    if value is None:
+        return None
+    fix = ("pass a function of the request returning True to allow it, such as "
+           "`lambda request: request.headers.get('x-ops') == 'yes'` (or an async def)")
+    if not callable(value):
+        raise ConfigError(name, value, "must be a callable", fix)
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):  # a builtin without a signature: it will tell
+        return value
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise ConfigError(name, value, f"must take one argument, the request; it takes "
+                          f"{signature}", fix) from None
+    return value
 
 
 def _secret(name: str, value: Any, environ: Mapping[str, str]) -> str | None:
@@ -165,15 +184,20 @@ OPTIONS: tuple[Option, ...] = (
            "Prometheus metrics (ours and Litestream's); `None` turns it off. See "
            "[Metrics](#metrics).", env_note=" (empty = off)"),
     Option("dashboard_path", "route", None, "off",
-           "A status page for people; needs `dashboard_auth` or `dashboard_user` + "
-           "`dashboard_password`. See [Status page](#status-page).",
+           "A status page for people; needs an authorization (`dashboard_user` + "
+           "`dashboard_password`, `status_token` or `dashboard_auth`). See "
+           "[Status page](#status-page).",
            env_note=" (empty = off)"),
-    Option("dashboard_user", "text", None, "unset", "HTTP basic-auth user of the status page."),
+    Option("dashboard_user", "text", None, "unset",
+           "HTTP Basic user who may see the status details, the metrics and the page. See "
+           "[Who sees what](#who-sees-what)."),
     Option("dashboard_password", "text", None, "unset",
            "Its password (never logged, never shown)."),
     Option("dashboard_auth", "callable", None, "unset",
-           "Instead: a function of the Starlette `Request` returning whether it may see the "
-           "page (`False` → 403).", env_note=" (keyword only)"),
+           "Or: a function of the Starlette `Request` (plain or `async`, run on the event "
+           "loop) that allows it only by returning `True`. It runs before the app's "
+           "middleware: read headers or cookies, not `request.user`.",
+           env_note=" (keyword only)"),
     _seconds("sync_interval", 1.0, "`1.0` s",
              "How often Litestream ships changes (Litestream's `sync-interval`).",
              flag="how often Litestream ships changes"),
@@ -235,10 +259,12 @@ OPTIONS: tuple[Option, ...] = (
            "How many set-aside `.behind-*` copies to keep per database (the oldest go)."),
     Option("public_details", "bool", False, "`False`",
            "Let anonymous requests see the status details and the metrics (only for "
-           "routes on a private port). See [The status route](#the-status-route)."),
+           "routes on a private port); the page still needs its authorization. See "
+           "[Who sees what](#who-sees-what)."),
     Option("status_token", "text", None, "unset",
-           "A bearer token that may see the details, the metrics and the page "
-           "(`Authorization: Bearer ...`, what Prometheus scrapes with); never shown."),
+           "A bearer token (`Authorization: Bearer ...`, what Prometheus scrapes with) "
+           "that may see the status details, the metrics and the page; never logged, "
+           "never shown."),
 )
 OPTION_NAMES = tuple(option.name for option in OPTIONS)
 

@@ -1,9 +1,11 @@
 """A boto3 S3 client for a Litestream replica URL, configured as Litestream reads it.
 
 ``s3://bucket/path?endpoint=...&region=...&forcePathStyle=true&skipVerify=true`` and the
-child's environment (``LITESTREAM_*`` or ``AWS_*`` credentials, ``SSL_CERT_FILE``). boto3
-is the optional ``[s3]`` extra: callers check it is installed at startup, and it is
-untyped, so it is imported here as ``Any``.
+child's environment (``LITESTREAM_*`` or ``AWS_*`` credentials, ``SSL_CERT_FILE``). A
+replica that config_path's file writes as typed keys comes as such a URL too (endpoint,
+region, addressing), its keys in that environment (``Settings.child_env``). boto3 is the
+optional ``[s3]`` extra: callers check it is installed at startup, and it is untyped, so
+it is imported here as ``Any``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ def s3_client(query: Mapping[str, str], env: Mapping[str, str], **config: Any) -
     endpoint = query.get("endpoint") or None
     if endpoint and "://" not in endpoint:
         endpoint = "https://" + endpoint  # as Litestream reads it
-    style = {"addressing_style": "path"} if query.get("forcePathStyle") == "true" else {}
+    # Litestream's addressing: path style with an endpoint unless told otherwise.
+    path_style = query.get("forcePathStyle", "true" if endpoint else "false") == "true"
+    style = {"addressing_style": "path"} if path_style else {}
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name=query.get("region") or "us-east-1",
         aws_access_key_id=_first(env, "LITESTREAM_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),

@@ -211,9 +211,11 @@ def test_restore_points_are_listed_newest_first() -> None:
     assert "10 in all · 2 older not shown" in page.one(data_database="/data/app.db").text
 
 
-@pytest.mark.parametrize(("points", "shown"), [(None, "not known"), ({}, "none yet")])
+@pytest.mark.parametrize(("points", "shown"), [
+    (None, "not known"), ({}, "not known"), ({"/data/app.db": None}, "not known"),
+    ({"/data/app.db": []}, "none yet")])
 def test_restore_points_unknown_or_none(points: Any, shown: str) -> None:
-    """None: the caller does not know them; no entry: the replica has none yet."""
+    """None, no entry or a None entry: not known (not listed); empty: the replica has none."""
     _, page = render(restore_points=points)
     assert page.one(class_="restore-points").text == shown
 

@@ -16,7 +16,9 @@ import httpx
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
+# Every server gets this bearer token; Server.get sends it, so the tests read the
+# status details and the metrics (anonymous requests get only the probe's answer).
+STATUS_TOKEN = "servers-status-token"
 
 
 @dataclass
@@ -31,7 +33,8 @@ class Server:
 
     def get(self, path: str) -> httpx.Response:
         # A fresh connection per call, so that requests spread over the workers.
-        return httpx.get(self.base + path, timeout=10, headers={"connection": "close"})
+        return httpx.get(self.base + path, timeout=10, headers={
+            "connection": "close", "authorization": f"Bearer {STATUS_TOKEN}"})
 
     def post_note(self, body: str) -> dict[str, Any]:
         response = httpx.post(self.base + "/notes", json={"body": body}, timeout=10,
@@ -80,7 +83,8 @@ def start_server(kind: str, tmp_path: Path, env: dict[str, str], *, workers: int
     port = free_port()
     command = [*server_command(kind, app, port, workers), *args]
     log = tmp_path / f"{kind}-{port}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT),
+                "ASGI_LITESTREAM_STATUS_TOKEN": STATUS_TOKEN, **env}
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=session)

@@ -21,7 +21,8 @@ async def test_a_typed_file_replica_from_the_file(tmp_path: Path, litestream_bin
     config.write_text(f"dbs:\n  - path: app.db\n    replica:\n      type: file\n"
                       f"      path: {replica}\n      sync-interval: 1s\n")
     before = config.read_text()
-    app = LitestreamLifespan(notes_app(db), config_path=config, bin_path=litestream_bin)
+    app = LitestreamLifespan(notes_app(db), config_path=config, bin_path=litestream_bin,
+                             public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         status = (await http.get("/_litestream/status")).json()
         assert status["databases"][0]["path"] == str(db)

@@ -73,7 +73,8 @@ async def test_a_database_created_at_runtime_is_replicated_and_reported(
         conn.close()
     (folder / "notes.txt").write_text("not a database, and not matching the pattern")
     app = LitestreamLifespan(tenants_app(folder), database=f"{folder}/*.db", replica_url=url,
-                             bin_path=litestream_bin, health_interval=0.2, **options)
+                             bin_path=litestream_bin, health_interval=0.2, public_details=True,
+                             **options)
     acknowledged: dict[str, list[str]] = {"acme": [], "globex": [], "initech": []}
     async with lifespan(app) as state, client(app, state) as http:
         pid = state["litestream"].pid

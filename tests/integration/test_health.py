@@ -69,7 +69,7 @@ async def test_steady_write_load_stays_healthy(
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=s3.url(),
                              access_key_id=s3.access_key_id,
                              secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
-                             health_interval=0.5, max_lag=3)
+                             health_interval=0.5, max_lag=3, public_details=True)
     written: list[str] = []
     unhealthy: list[tuple[float, dict[str, Any]]] = []
     async with lifespan(app) as state, client(app, state) as http:

@@ -92,7 +92,7 @@ async def test_sigkilled_litestream_is_restarted_and_counted(
     and rows written before and after the kill all reach the replica."""
     db, replica = tmp_path / "app.db", tmp_path / "replica"
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=file_url(replica),
-                             bin_path=litestream_bin)
+                             bin_path=litestream_bin, public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         await write_notes(app, state, "before")
         first = (await http.get("/_litestream/status")).json()
@@ -147,7 +147,7 @@ async def test_start_stop_and_status_by_name(tmp_path: Path, litestream_bin: Pat
 async def test_status_route_reports_from_memory(tmp_path: Path, litestream_bin: Path) -> None:
     """GET and HEAD answer the status JSON; other methods get 405; other paths pass."""
     db = tmp_path / "app.db"
-    app = LitestreamLifespan(notes_app(db), database=db,
+    app = LitestreamLifespan(notes_app(db), database=db, public_details=True,
                              replica_url=file_url(tmp_path / "replica"), bin_path=litestream_bin)
     async with lifespan(app) as state, client(app, state) as http:
         response = await http.get("/_litestream/status")
@@ -185,7 +185,7 @@ async def test_no_secret_in_status_logs_or_repr(
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=s3.url(),
                              access_key_id=s3.access_key_id,
                              secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
-                             log_level="debug")
+                             log_level="debug", public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         await write_notes(app, state, "x")
         status_text = (await http.get("/_litestream/status")).text
@@ -359,7 +359,7 @@ async def test_too_many_crashes_stay_down_and_say_so(tmp_path: Path, litestream_
     stop_litestream reports that nothing was flushed, start brings it back."""
     db = tmp_path / "app.db"
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=file_url(tmp_path / "r"),
-                             bin_path=litestream_bin, max_restarts=0)
+                             bin_path=litestream_bin, max_restarts=0, public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         supervisor = state["litestream"]
         os.kill(supervisor.pid, signal.SIGKILL)

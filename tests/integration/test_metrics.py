@@ -58,7 +58,7 @@ async def test_metrics_parse_and_move_with_a_crash_and_a_durable_write(
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=s3.url(),
                              access_key_id=s3.access_key_id,
                              secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
-                             health_interval=0.2)
+                             health_interval=0.2, public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         assert (await http.post("/notes", json={"body": "one"})).status_code == 201
         before = await until(http, "asgi_litestream_up", 1)

@@ -42,7 +42,8 @@ async def test_replica_outage_is_unhealthy_then_healthy_and_loses_nothing(
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=via_proxy.url(),
                              access_key_id=s3.access_key_id,
                              secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
-                             health_interval=0.2, max_lag=1.0, flush_timeout=30)
+                             health_interval=0.2, max_lag=1.0, flush_timeout=30,
+                             public_details=True)
     written: list[str] = []
     async with lifespan(app) as state, client(app, state) as http:
         async def write(body: str) -> None:

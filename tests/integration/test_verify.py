@@ -28,7 +28,8 @@ async def test_a_good_replica_verifies(tmp_path: Path, litestream_bin: Path, s3:
     db = tmp_path / "app.db"
     app = LitestreamLifespan(notes_app(db), database=db, replica_url=s3.url(),
                              access_key_id=s3.access_key_id,
-                             secret_access_key=s3.secret_access_key, bin_path=litestream_bin)
+                             secret_access_key=s3.secret_access_key, bin_path=litestream_bin,
+                             public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         await write_rows(http, 20)
         result = await state["litestream"].verify()
@@ -47,7 +48,7 @@ async def test_a_damaged_replica_fails_verification(
 ) -> None:
     """Bytes flipped in, or cut from, the replica's LTX files: verification fails and
     says why; the live database is untouched and the app keeps serving."""
-    app = file_app(tmp_path, litestream_bin)
+    app = file_app(tmp_path, litestream_bin, public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         await write_rows(http, 20)
         await state["litestream"].sync()
@@ -73,7 +74,7 @@ async def test_verify_interval_runs_in_the_background(
     tmp_path: Path, litestream_bin: Path
 ) -> None:
     """verify_interval: the status shows a verification without anyone asking."""
-    app = file_app(tmp_path, litestream_bin, verify_interval=0.5)
+    app = file_app(tmp_path, litestream_bin, verify_interval=0.5, public_details=True)
     async with lifespan(app) as state, client(app, state) as http:
         await write_rows(http, 3)
         with anyio.fail_after(15):
