@@ -58,7 +58,7 @@ class Settings:
     name: str = _DEFAULTS["name"]
     bin_path: Path | None = None
     download: bool = _DEFAULTS["download"]
-    download_url: str | None = None
+    download_url: str | None = field(default=None, repr=False)  # may hold credentials
     litestream_version: str = _DEFAULTS["litestream_version"]
     litestream_sha256: str | None = field(default=None, repr=False)
     status_path: str | None = _DEFAULTS["status_path"]

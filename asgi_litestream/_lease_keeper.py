@@ -51,6 +51,7 @@ from ._lease import (
     LeaseUnreadable,
     lease_store,
 )
+from ._replica_errors import classify
 from ._rfc3339 import format_time
 from ._status import State
 from ._urls import join_url, redact_url
@@ -127,11 +128,13 @@ class LeaseKeeper:
         self.watchdog.watch(keeper.child)
 
     async def acquire(self, *, give_up: Callable[[], bool],
-                      inherit_from: str | None = None) -> bool:
+                      inherit_from: str | None = None, fail_fast: bool = False) -> bool:
         """Wait until we hold the lease (True), or until ``give_up()`` (False).
         ``inherit_from``: a holder known to be gone (the previous leading worker of
         this host, see _service._lead), whose unexpired lease is taken over at once
-        rather than after its TTL."""
+        rather than after its TTL. ``fail_fast``: a permanent error (_replica_errors)
+        raises StartupError rather than wait (at boot; once replicating, S3's bad
+        day is waited out)."""
         logged_at = -_LOG_EVERY
         while not give_up():
             started = time.monotonic()
@@ -176,6 +179,12 @@ class LeaseKeeper:
             except (LeaseStoreError, TimeoutError) as exc:
                 self._unreadable = None
                 self.last_error = str(exc) or "timed out"
+                failure = classify(exc)
+                if failure.permanent and fail_fast:
+                    # No bucket, refused keys...: waiting cannot mend it (#21).
+                    raise StartupError(f"cannot take the lease {self.where}: "
+                                       f"{failure.cause}. Fix: {failure.fix} "
+                                       f"({failure.detail})") from None
                 if time.monotonic() - logged_at >= _LOG_EVERY:
                     logged_at = time.monotonic()
                     logger.warning("litestream %r: cannot take the lease %s: %s; retrying",

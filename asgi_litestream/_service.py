@@ -296,7 +296,8 @@ class ReplicationService:
         if self.lease is not None:
             self.keeper.set_state(State.WAITING_FOR_LEASE)
             if not await self.lease.acquire(give_up=self._stopping,
-                                            inherit_from=lease_heir(previous)):
+                                            inherit_from=lease_heir(previous),
+                                            fail_fast=not takeover):
                 return
         if takeover and self.app_started:
             # The app holds connections to these files: a stale one cannot be swapped

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import boto3
 import httpx
 import pytest
@@ -363,3 +364,24 @@ def test_under_uvicorn_sigterm_during_retries_stops_promptly(tmp_path: Path, s3:
     assert "SIGTERM received during startup: stopping it" in server.output()
     assert "(attempt 3)" not in server.output().split("SIGTERM received")[1]
     assert litestreams_in(tmp_path) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_lease_in_a_missing_bucket_fails_at_once_and_the_app_never_starts(
+    tmp_path: Path, s3: S3, litestream_bin: Path,
+) -> None:
+    """lease=True on a bucket that does not exist: one line naming it within seconds
+    (not a wait for the lease forever), and the app's own startup never runs."""
+    url = s3.url().replace(f"s3://{s3.bucket}/", f"s3://{s3.bucket}-gone/")
+    app = LitestreamLifespan(notes_app(tmp_path / "app.db"), database=tmp_path / "app.db",
+                             replica_url=url, bin_path=litestream_bin, lease=True,
+                             access_key_id=s3.access_key_id,
+                             secret_access_key=s3.secret_access_key)
+    began = time.monotonic()
+    with pytest.raises(LifespanFailed, match=r"cannot take the lease .* does not exist"):
+        async with lifespan(app) as state:
+            while state["litestream"].state.value != "failed":
+                assert time.monotonic() - began < 10
+                await anyio.sleep(0.05)
+    assert time.monotonic() - began < 15
