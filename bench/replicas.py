@@ -49,7 +49,7 @@ def primary() -> ASGIApp:
     """uvicorn --factory bench.replicas:primary: BENCH_DATABASE replicated to
     BENCH_REPLICA_URL; ``POST /notes`` commits a row (201 with its id),
     ``POST /notes/durable`` also awaits ``durable(request)`` and answers its positions."""
-    from asgi_litestream import LitestreamLifespan, durable
+    from asgi_litestream import LitestreamLifespan, durable, position_header
 
     path = Path(os.environ["BENCH_DATABASE"])
 
@@ -64,7 +64,8 @@ def primary() -> ASGIApp:
     async def create_durably(request: Request) -> JSONResponse:
         row = insert()
         replicated = await durable(request, timeout=10)
-        return JSONResponse({"id": row, "replicated": replicated}, status_code=201)
+        return JSONResponse({"id": row, "replicated": replicated,
+                             "position": position_header(replicated)}, status_code=201)
 
     app = Starlette(routes=[*_apps.ROUTES, Route("/notes", create, methods=["POST"]),
                             Route("/notes/durable", create_durably, methods=["POST"])])
@@ -197,8 +198,6 @@ async def _read_your_writes(primary: Server, follower: Server, reads: int,
                             rng: random.Random, found: _Reads) -> None:
     """A durable write on the primary, then a read on the follower carrying its
     position (the read waits in ``read_your_writes`` until the copy holds it)."""
-    from asgi_litestream import position_header
-
     async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(reads):
             # A random phase against the follow tick: a read returns just after one.
@@ -206,7 +205,7 @@ async def _read_your_writes(primary: Server, follower: Server, reads: int,
             began = time.perf_counter()
             write = (await client.post(primary.url + "/notes/durable")).raise_for_status()
             found.writes.append(time.perf_counter() - began)
-            header = {POSITION: position_header(write.json()["replicated"])}
+            header = {POSITION: write.json()["position"]}  # named by the replica
             began = time.perf_counter()
             read = await client.get(follower.url + "/notes?wait=10", headers=header)
             took = time.perf_counter() - began

@@ -24,40 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from asgi_litestream import LitestreamLifespan, durable
+from asgi_litestream import LitestreamLifespan
 from tests.helpers import S3, LifespanFailed, client, lifespan, restore
+from tests.integration.engine_server import engine_app
 from tests.integration.servers import Server, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def engine_app(db: Path, seen_at_startup: list[int]) -> Starlette:
-    """A notes app that holds a SQLAlchemy pool and uses it in its own startup."""
-    engine = create_engine(f"sqlite:///{db}")
-
-    @asynccontextmanager
-    async def startup(app: Starlette) -> AsyncIterator[None]:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE IF NOT EXISTS notes "
-                              "(id INTEGER PRIMARY KEY, body TEXT)"))
-            seen_at_startup.append(conn.execute(text("SELECT count(*) FROM notes")).scalar_one())
-        yield
-        engine.dispose()
-
-    async def create(request: Request) -> JSONResponse:
-        body = (await request.json())["body"]
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO notes (body) VALUES (:b)"), {"b": body})
-        await durable(request)
-        return JSONResponse({"ok": True}, status_code=201)
-
-    async def listing(request: Request) -> JSONResponse:
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT body FROM notes ORDER BY id")).all()
-        return JSONResponse([r[0] for r in rows])
-
-    return Starlette(routes=[Route("/notes", create, methods=["POST"]),
-                             Route("/notes", listing, methods=["GET"])], lifespan=startup)
 
 
 async def write(app: Any, state: dict[str, Any], rows: list[str]) -> list[str]:
