@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from asgi_litestream import ConfigError
-from asgi_litestream._lease import (
+from asgi_litestream._locks.lease import (
     Lease,
     LeaseHeld,
     LeaseStoreError,
@@ -27,7 +27,7 @@ from asgi_litestream._lease import (
     lease_store,
     parse_time,
 )
-from asgi_litestream._lease_stores import FileLeaseStore, S3LeaseStore
+from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore
 from tests import lease_contract as contract
 
 

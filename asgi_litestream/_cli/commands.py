@@ -1,4 +1,4 @@
-"""What each ``asgi-litestream`` command does (the parser is in _cli.py)."""
+"""What each ``asgi-litestream`` command does (the parser is in _cli/main.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,20 @@ from typing import Any
 import anyio
 import httpx
 
-from ._backups import (
+from .._config.databases import Database
+from .._config.options import OPTIONS
+from .._config.settings import Settings
+from .._exceptions import LitestreamError, RestoreError
+from .._litestream.binary import FROM_CACHE, check_litestream, find_litestream_for
+from .._litestream.control import ControlClient
+from .._litestream.download import download_litestream
+from .._litestream.listing import with_folders_listed
+from .._litestream.logs import scrub
+from .._litestream.replica_errors import classify
+from .._litestream.workdir import generated_config
+from .._locks.workers import Leadership
+from .._restore.boot import restore_database
+from .._restore.points import (
     SNAPSHOT_LEVEL,
     RestorePoint,
     find_database,
@@ -22,20 +35,7 @@ from ._backups import (
     restore_lock,
     restore_to,
 )
-from ._binary import FROM_CACHE, check_litestream, find_litestream_for
-from ._config import Settings
-from ._control import ControlClient
-from ._databases import Database
-from ._download import download_litestream
-from ._exceptions import LitestreamError, RestoreError
-from ._leader import Leadership
-from ._listing import with_folders_listed
-from ._logs import scrub
-from ._options import OPTIONS
-from ._replica_errors import classify
-from ._restore import restore_database
-from ._verify import Verification, verify
-from ._workdir import generated_config
+from .._restore.verify import Verification, verify
 
 PROG = "asgi-litestream"
 logger = logging.getLogger("asgi_litestream")

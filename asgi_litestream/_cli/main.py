@@ -20,11 +20,12 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from . import __version__, _commands
-from ._commands import PROG, explain
-from ._download import DEFAULT_VERSION
-from ._exceptions import LitestreamError
-from ._options import OPTIONS
+from .. import __version__
+from .._config.options import OPTIONS
+from .._exceptions import LitestreamError
+from .._litestream.download import DEFAULT_VERSION
+from . import commands as _commands
+from .commands import PROG, explain
 
 __all__ = ["main"]
 
@@ -156,7 +157,7 @@ def _only_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per option that declares one (_options.py). Credentials are
+    """One flag per option that declares one (_config/options.py). Credentials are
     deliberately not flags: a command line is visible to every user."""
     group = parser.add_argument_group("settings (default: the ASGI_LITESTREAM_* variables)")
     for option in OPTIONS:

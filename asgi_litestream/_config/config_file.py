@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import yaml
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 # Top-level keys the supervisor sets itself (see Settings.to_yaml).
 OURS = ("socket", "logging", "addr", "shutdown-sync-timeout")

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ConfigError
-from ._names import member_url
-from ._urls import check_replica_config, check_replica_url, join_url, redact_url
+from .._exceptions import ConfigError
+from .names import member_url
+from .urls import check_replica_config, check_replica_url, join_url, redact_url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

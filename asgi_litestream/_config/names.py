@@ -17,7 +17,7 @@ import posixpath
 import string
 from urllib.parse import urlsplit, urlunsplit
 
-from ._urls import join_url
+from .urls import join_url
 
 DOLLAR_VAR = "ASGI_LITESTREAM_DOLLAR"
 _DOLLAR_REF = "${" + DOLLAR_VAR + "}"

@@ -2,7 +2,7 @@
 
 The middleware's keywords, ``Settings``, the CLI's flags and the README's table are
 all checked against (or built from) :data:`OPTIONS`, so they cannot drift apart.
-``python -m asgi_litestream._options`` prints the README table.
+``python -m asgi_litestream._config.options`` prints the README table.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._download import DEFAULT_VERSION
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
+from .._release import DEFAULT_VERSION
 
 ENV_PREFIX = "ASGI_LITESTREAM_"
 

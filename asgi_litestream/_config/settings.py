@@ -1,6 +1,6 @@
 """Settings: parse and validate every option before anything is spawned.
 
-Each option (declared once, in _options.py) can be given as a keyword argument or,
+Each option (declared once, in _config/options.py) can be given as a keyword argument or,
 when it is not, through an ``ASGI_LITESTREAM_*`` environment variable; otherwise its
 default applies. The result is a frozen :class:`Settings`, the only input of the
 config writer and of the replication service.
@@ -18,7 +18,8 @@ from urllib.parse import unquote
 
 import yaml
 
-from ._config_file import (
+from .._exceptions import ConfigError
+from .config_file import (
     YamlDumper,
     file_s3_keys,
     file_secret_refs,
@@ -26,11 +27,10 @@ from ._config_file import (
     read_config_file,
     yaml_escaped,
 )
-from ._databases import Database, databases_from
-from ._exceptions import ConfigError
-from ._names import DOLLAR_VAR, escape_dollars, escape_dollars_in_path
-from ._options import DEFAULT, OPTION_NAMES, OPTIONS
-from ._urls import secret_refs
+from .databases import Database, databases_from
+from .names import DOLLAR_VAR, escape_dollars, escape_dollars_in_path
+from .options import DEFAULT, OPTION_NAMES, OPTIONS
+from .urls import secret_refs
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 ROLES = ("primary", "follower")

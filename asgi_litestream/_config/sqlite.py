@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 _HEADER = b"SQLite format 3\x00"
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from ._exceptions import ConfigError
-from ._options import ENV_PREFIX
+from .._exceptions import ConfigError
+from .options import ENV_PREFIX
 
 # Schemes Litestream 0.5 accepts for a replica URL.
 REPLICA_SCHEMES = ("abs", "file", "gs", "nats", "oss", "s3", "sftp", "webdav", "webdavs")

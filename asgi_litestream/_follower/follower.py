@@ -9,9 +9,9 @@ old one is still read, and renames it over the old one (Litestream keeps followi
 renamed file). Connections opened before read the old file until closed: open one per
 request, or reopen when the status' ``generation`` changes. One follower per copy.
 
-Reading the copy (locks, WAL mode, page cache) is in ``_follow_copy.py``, how far it
-trails its replica in ``_follow_lag.py``, one `restore -f` process in
-``_follow_process.py``; several databases at once in ``_follower_set.py``.
+Reading the copy (locks, WAL mode, page cache) is in ``_follower/copy.py``, how far it
+trails its replica in ``_follower/lag.py``, one `restore -f` process in
+``_follower/process.py``; several databases at once in ``_follower/group.py``.
 """
 
 from __future__ import annotations
@@ -28,18 +28,20 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from ._child import _REAP_LIMIT, pump_lines
-from ._databases import Database
-from ._exceptions import StartupError
-from ._follow_copy import (
+from .._config.databases import Database
+from .._exceptions import StartupError
+from .._litestream.logs import LitestreamLog, scrub
+from .._litestream.process import _REAP_LIMIT, pump_lines
+from .._litestream.restart import GiveUp, RestartPolicy
+from .copy import (
     _in_wal_mode,
     _publish,
     _remove_restore_files,
     _replace_if_exists,
     _txid_path,
 )
-from ._follow_lag import FollowerStatus, Lag, ProbeError, probe_head
-from ._follow_process import (
+from .lag import FollowerStatus, Lag, ProbeError, probe_head
+from .process import (
     _Attempt,
     _hex,
     follow_command,
@@ -48,8 +50,6 @@ from ._follow_process import (
     resume_refused,
     stop_process,
 )
-from ._logs import LitestreamLog, scrub
-from ._restart import GiveUp, RestartPolicy
 
 logger = logging.getLogger("asgi_litestream")
 

@@ -1,4 +1,4 @@
-"""Several read replicas at once: one :class:`~._follower.Follower` per database, run
+"""Several read replicas at once: one :class:`~.follower.Follower` per database, run
 as one anyio service."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._databases import Database
-from ._follower import Follower
-from ._logs import LitestreamLog
-from ._restart import RestartPolicy
+from .._config.databases import Database
+from .._litestream.logs import LitestreamLog
+from .._litestream.restart import RestartPolicy
+from .follower import Follower
 
 
 class FollowerSet:

@@ -17,9 +17,9 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import anyio.to_thread
 
-from ._databases import Database
-from ._logs import scrub
-from ._positions import head_from_names
+from .._config.databases import Database
+from .._litestream.logs import scrub
+from .._litestream.positions import head_from_names
 
 _MAX_FIRST_SEEN = 1024
 # A row of `litestream ltx`: level, min_txid, max_txid, size, created.

@@ -1,7 +1,7 @@
 """One `litestream restore -f` process: its command line, its output read, its stop.
 
-The mechanism only (like ``_child.py`` for `litestream replicate`): when to start,
-restart or restore afresh is the :class:`~._follower.Follower`'s business.
+The mechanism only (like ``_litestream/process.py`` for `litestream replicate`): when to start,
+restart or restore afresh is the :class:`~.follower.Follower`'s business.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from ._child import _PDEATHSIG_EXEC, _REAP_LIMIT, _setpriv
-from ._replica_errors import ReplicaFailure, classify
+from .._litestream.process import _PDEATHSIG_EXEC, _REAP_LIMIT, _setpriv
+from .._litestream.replica_errors import ReplicaFailure, classify
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -102,7 +102,7 @@ class _Attempt:
 
 def lasting_failure(attempt: _Attempt, *, ever_ready: bool) -> ReplicaFailure | None:
     """Why a follower's *first* restore can never succeed, if that is why it ended (no
-    such bucket, refused or missing credentials...: _replica_errors.py): no restart can
+    such bucket, refused or missing credentials...: _litestream/replica_errors.py): no restart can
     mend it, so the follower gives up at once and says so. None: restart as usual. Once
     a copy was made, an error is the replica's weather, retried as ever."""
     if ever_ready or attempt.entered_at is not None or not attempt.final_error:

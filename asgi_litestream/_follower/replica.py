@@ -1,4 +1,4 @@
-"""``role="follower"``: the app's side of a read replica (the mechanism is _follower.py).
+"""``role="follower"``: the app's side of a read replica (the mechanism is _follower/follower.py).
 
 A follower never runs ``litestream replicate`` and never writes to the replica: it
 keeps a read-only copy of each database following the primary's replica. This module
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ._config import Settings
-from ._exceptions import LitestreamError, SyncError
-from ._follower_set import FollowerSet
-from ._metrics import MetricsWriter
-from ._sqlite import dispose_pools
+from .._config.settings import Settings
+from .._config.sqlite import dispose_pools
+from .._exceptions import LitestreamError, SyncError
+from .._web.metrics import MetricsWriter
+from .group import FollowerSet
 
 logger = logging.getLogger("asgi_litestream")
 

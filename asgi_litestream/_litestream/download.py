@@ -22,15 +22,15 @@ from typing import IO
 
 import httpx
 
-from ._exceptions import ChecksumMismatchError, DownloadError
-from ._release import (
+from .._config.urls import redact_url
+from .._exceptions import ChecksumMismatchError, DownloadError
+from .._release import (
     DEFAULT_DOWNLOAD_URL,
     DEFAULT_VERSION,
     VERSION_RE,
     expected_sha256,
     platform_asset,
 )
-from ._urls import redact_url
 
 __all__ = ["DEFAULT_DOWNLOAD_URL", "DEFAULT_VERSION", "download_litestream"]
 

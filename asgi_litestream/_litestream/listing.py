@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ._config import Settings
-from ._databases import Database
-from ._exceptions import ConfigError
-from ._names import member_name, member_root, name_problem
-from ._s3 import s3_client
+from .._config.databases import Database
+from .._config.names import member_name, member_root, name_problem
+from .._config.settings import Settings
+from .._exceptions import ConfigError
+from .s3 import s3_client
 
 logger = logging.getLogger("asgi_litestream")
 

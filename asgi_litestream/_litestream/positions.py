@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from ._databases import Database
-from ._logs import scrub
-from ._names import member_name, member_root
-from ._s3 import s3_client
+from .._config.databases import Database
+from .._config.names import member_name, member_root
+from .logs import scrub
+from .s3 import s3_client
 
 _LTX_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 _S3_LEVEL = re.compile(r"^[0-9]{4}$")

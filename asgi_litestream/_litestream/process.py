@@ -21,10 +21,10 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from ._control import ControlClient, ControlError, SyncResult
-from ._databases import Database
-from ._exceptions import StartupError
-from ._logs import LitestreamLog
+from .._config.databases import Database
+from .._exceptions import StartupError
+from .control import ControlClient, ControlError, SyncResult
+from .logs import LitestreamLog
 
 logger = logging.getLogger("asgi_litestream")
 

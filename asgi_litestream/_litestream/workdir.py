@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._config import Settings
+from .._config.settings import Settings
 
 # Unix socket paths are capped at 108 bytes; keep ours well inside that.
 _MAX_SOCKET_PATH = 100

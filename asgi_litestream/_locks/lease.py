@@ -6,7 +6,7 @@ object ``<replica path>/lock.json`` holding Go's JSON of its ``Lease``::
     {"generation":3,"expires_at":"2026-11-30T14:00:00.123456789Z","owner":"host:4242"}
 
 We read and write the same object the same way, so our apps and upstream's tools
-exclude each other: ``_lease_stores.py`` draws the conditional requests of acquire,
+exclude each other: ``_locks/lease_stores.py`` draws the conditional requests of acquire,
 renew and release, on S3 and in a ``file://`` replica.
 
 Expiry is compared with this host's wall clock, as upstream does: the hosts' clocks
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ._exceptions import ConfigError, LitestreamError
-from ._rfc3339 import format_time, parse_time
-from ._urls import redact_url
+from .._config.urls import redact_url
+from .._exceptions import ConfigError, LitestreamError
+from .._litestream.rfc3339 import format_time, parse_time
 
 LOCK_NAME = "lock.json"  # upstream's DefaultLeasePath
 _SCHEMES = ("s3", "file")
@@ -147,7 +147,7 @@ def lease_store(replica_url: str, env: Mapping[str, str], *, owner: str | None =
     # Imported here rather than at the top: the stores build on this module (Lease, the
     # errors, the encoding), so the import graph stays one-way and neither module
     # depends on which of the two is loaded first.
-    from ._lease_stores import FileLeaseStore, S3LeaseStore
+    from .lease_stores import FileLeaseStore, S3LeaseStore
 
     check_lease_possible(replica_url)
     owner = owner or default_owner()

@@ -1,9 +1,9 @@
 """One writer across hosts: hold the lease in the replica while replicating.
 
-Our flock (_leader.py) keeps one Litestream per database on one host; a new pod on
+Our flock (_locks/workers.py) keeps one Litestream per database on one host; a new pod on
 another node during a rolling deploy replicates to the same replica while the old one
 still writes, and two writers make the replica unrestorable. So, with ``lease=True``,
-the leading worker holds ``<replica>/lock.json`` (upstream's leaser format, _lease.py)
+the leading worker holds ``<replica>/lock.json`` (upstream's leaser format, _locks/lease.py)
 for as long as its Litestream runs:
 
     acquire  wait (logging the holder every few seconds) until the lock is free or
@@ -17,7 +17,7 @@ for as long as its Litestream runs:
 The clock of a holding starts *before* the call that won or renewed it: the store
 stamps the expiry (its wall clock + TTL) before its request, and a slow call that
 succeeds must not push our deadline past that expiry. The deadline (that moment +
-TTL - margin, monotonic) is enforced twice: by the watchdog thread (_watchdog.py),
+TTL - margin, monotonic) is enforced twice: by the watchdog thread (_locks/watchdog.py),
 which SIGKILLs the child there even while the event loop is stalled, and by keep()
 on the loop, which does the orderly part (state, log, winning the lease back).
 
@@ -38,10 +38,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from ._databases import Database
-from ._exceptions import StartupError
-from ._leader import BOOT_ID
-from ._lease import (
+from .._config.databases import Database
+from .._config.urls import join_url, redact_url
+from .._exceptions import StartupError
+from .._litestream.replica_errors import classify
+from .._litestream.rfc3339 import format_time
+from .._web.status import State
+from .lease import (
     LOCK_NAME,
     Lease,
     LeaseHeld,
@@ -51,15 +54,12 @@ from ._lease import (
     LeaseUnreadable,
     lease_store,
 )
-from ._replica_errors import classify
-from ._rfc3339 import format_time
-from ._status import State
-from ._urls import join_url, redact_url
-from ._watchdog import Watchdog
+from .watchdog import Watchdog
+from .workers import BOOT_ID
 
 if TYPE_CHECKING:
-    from ._config import Settings
-    from ._keeper import Keeper
+    from .._config.settings import Settings
+    from .._primary.keeper import Keeper
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -141,7 +141,7 @@ class LeaseKeeper:
             try:
                 self.lease = await self._call(self.store.acquire, self.ttl)
             except LeaseUnreadable as unreadable:
-                # Held by an unknown owner until someone deletes it (see _lease.py);
+                # Held by an unknown owner until someone deletes it (see _locks/lease.py);
                 # said once, then shown in the status.
                 self.seen, self.last_error = None, str(unreadable)
                 if self._unreadable != self.last_error:

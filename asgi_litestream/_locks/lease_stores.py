@@ -1,5 +1,5 @@
 """The lease stores: the lock object in an S3 bucket, or the lock file in a ``file://``
-replica directory. Both make each call of :class:`~._lease.LeaseStore` from three
+replica directory. Both make each call of :class:`~.lease.LeaseStore` from three
 conditional primitives (create, replace, delete), as upstream's leaser makes it:
 
 acquire
@@ -52,7 +52,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ._lease import (
+from .._litestream.s3 import s3_client
+from .lease import (
     LOCK_NAME,
     Lease,
     LeaseHeld,
@@ -63,7 +64,6 @@ from ._lease import (
     decode,
     encode,
 )
-from ._s3 import s3_client
 
 logger = logging.getLogger("asgi_litestream")
 

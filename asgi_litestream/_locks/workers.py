@@ -27,8 +27,8 @@ from typing import Any
 
 import anyio
 
-from ._databases import Database
-from ._status import State
+from .._config.databases import Database
+from .._web.status import State
 
 logger = logging.getLogger("asgi_litestream")
 

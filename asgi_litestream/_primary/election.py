@@ -1,5 +1,5 @@
 """Which Litestream replicates this worker's databases right now: ours, when this
-worker leads, or the leading worker's, when it stands by (the locks are _leader.py)."""
+worker leads, or the leading worker's, when it stands by (the locks are _locks/workers.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._control import ControlClient, ControlError
-from ._leader import Leadership
-from ._status import Role, State
+from .._litestream.control import ControlClient, ControlError
+from .._locks.workers import Leadership
+from .._web.status import Role, State
 
 
 class Election:

@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._exceptions import SyncError
-from ._metrics import SyncStats
+from .._exceptions import SyncError
+from .._web.metrics import SyncStats
 
 
 class _Round:

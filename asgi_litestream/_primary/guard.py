@@ -4,7 +4,7 @@ Started on a file whose position is behind its replica (a stale volume, a hand
 restore, a file the app created before this host held the lease), Litestream logs
 "detected database behind replica" and then goes on from the *local* file: the
 replica's latest state becomes the stale one (LITESTREAM.md). So before Litestream
-starts, every database file here is compared with its replica (_positions.py):
+starts, every database file here is compared with its replica (_litestream/positions.py):
 
     fresh      the replica holds nothing                     keep the file
     in_step    at or ahead of the replica, same history       keep the file
@@ -32,10 +32,10 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ._config import Settings
-from ._databases import Database
-from ._exceptions import StartupError
-from ._positions import (
+from .._config.databases import Database
+from .._config.settings import Settings
+from .._exceptions import StartupError
+from .._litestream.positions import (
     Head,
     PositionError,
     Verdict,
@@ -46,7 +46,7 @@ from ._positions import (
     replica_checksum,
     replica_heads,
 )
-from ._restore import restore_on_boot
+from .._restore.boot import restore_on_boot
 
 logger = logging.getLogger("asgi_litestream")
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._control import ControlClient, ControlError
-from ._databases import Database
-from ._rfc3339 import unix_time
-from ._sqlite import in_wal_mode
+from .._config.databases import Database
+from .._config.sqlite import in_wal_mode
+from .._litestream.control import ControlClient, ControlError
+from .._litestream.rfc3339 import unix_time
 
 logger = logging.getLogger("asgi_litestream")
 

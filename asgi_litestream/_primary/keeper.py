@@ -1,8 +1,8 @@
 """The keeper: keeps this worker's Litestream running while it leads.
 
 Start it, restart it when it dies (the restart policy decides when, or whether),
-stop it on request with a flush first. The process itself is _child.py; the policy
-is _restart.py; this file is what joins them.
+stop it on request with a flush first. The process itself is _litestream/process.py; the policy
+is _litestream/restart.py; this file is what joins them.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from ._child import LitestreamProcess
-from ._config import Settings
-from ._control import ControlClient, SyncResult
-from ._exceptions import StartupError
-from ._logs import LitestreamLog
-from ._restart import GiveUp, RestartPolicy
-from ._status import State
-from ._watchdog import Watchdog
+from .._config.settings import Settings
+from .._exceptions import StartupError
+from .._litestream.control import ControlClient, SyncResult
+from .._litestream.logs import LitestreamLog
+from .._litestream.process import LitestreamProcess
+from .._litestream.restart import GiveUp, RestartPolicy
+from .._locks.watchdog import Watchdog
+from .._web.status import State
 
 logger = logging.getLogger("asgi_litestream")
 

@@ -2,17 +2,18 @@
 
 It reads top to bottom, as an anyio service (``await task_group.start(service.serve)``)::
 
-    serve()  join the database's workers (_leader.py), then lead or follow
-             (_election.py):
+    serve()  join the database's workers (_locks/workers.py), then lead or follow
+             (_primary/election.py):
                lead:   with lease=True, take the lease in the replica first
-                       (_lease_keeper.py; the app already serves, readiness 503),
-                       restore missing databases (_restore.py), start Litestream
-                       (_keeper.py, which spawns _child.py) and wait until it is ready
+                       (_locks/lease_keeper.py; the app already serves, readiness 503),
+                       restore missing databases (_restore/boot.py), start Litestream
+                       (_primary/keeper.py, which spawns _litestream/process.py) and
+                       wait until it is ready
                follow: find the leading worker's Litestream ready
              ── started ──  the app runs; meanwhile, in the service's own task group:
-               keeper.keep_alive()  restart Litestream when it dies (_restart.py decides)
+               keeper.keep_alive()  restart Litestream when it dies (_litestream/restart.py decides)
                _watch_leader()      a standby takes over as soon as the leader is gone
-               _poll_health()       refresh replication positions (_health.py)
+               _poll_health()       refresh replication positions (_primary/health.py)
                hold_the_lease()     renew it; fence (kill Litestream) before it expires
              ── close() ──  hand over: wait for the other workers to stop writing,
                flush every database, stop Litestream, release the locks
@@ -35,24 +36,24 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from ._child import replicate_command
-from ._config import Settings
-from ._control import ControlClient, ControlError
-from ._databases import Database
-from ._election import Election
-from ._exceptions import StartupError, SyncError
-from ._group_sync import DurableSyncs
-from ._guard import find_stale, guard
-from ._health import HealthPoller
-from ._keeper import Keeper
-from ._leader import BOOT_ID, Leadership
-from ._lease_keeper import LeaseKeeper, hold_the_lease, lease_heir
-from ._logs import LitestreamLog
-from ._metrics import LitestreamScrape
-from ._restore import restore_missing
-from ._status import Role, State
-from ._verify import Verifier
-from ._workdir import CONFIG_NAME, SOCKET_NAME
+from .._config.databases import Database
+from .._config.settings import Settings
+from .._exceptions import StartupError, SyncError
+from .._litestream.control import ControlClient, ControlError
+from .._litestream.logs import LitestreamLog
+from .._litestream.process import replicate_command
+from .._litestream.workdir import CONFIG_NAME, SOCKET_NAME
+from .._locks.lease_keeper import LeaseKeeper, hold_the_lease, lease_heir
+from .._locks.workers import BOOT_ID, Leadership
+from .._restore.boot import restore_missing
+from .._restore.verify import Verifier
+from .._web.metrics import LitestreamScrape
+from .._web.status import Role, State
+from .election import Election
+from .group_sync import DurableSyncs
+from .guard import find_stale, guard
+from .health import HealthPoller
+from .keeper import Keeper
 
 logger = logging.getLogger("asgi_litestream")
 

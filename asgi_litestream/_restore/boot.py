@@ -16,12 +16,12 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import anyio.to_thread
 
-from ._config import Settings
-from ._databases import Database
-from ._exceptions import RestoreError
-from ._listing import replica_names
-from ._logs import scrub
-from ._replica_errors import classify, error_line
+from .._config.databases import Database
+from .._config.settings import Settings
+from .._exceptions import RestoreError
+from .._litestream.listing import replica_names
+from .._litestream.logs import scrub
+from .._litestream.replica_errors import classify, error_line
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -112,7 +112,7 @@ async def restore_on_boot(
     backup, start fresh. A replica that cannot be reached or read is retried (each
     attempt logged with the reason) until ``timeout``, then RestoreError: starting
     fresh then would replicate an empty database over a good backup. A failure no
-    retry can mend (no such bucket, refused credentials: _replica_errors.py) is a
+    retry can mend (no such bucket, refused credentials: _litestream/replica_errors.py) is a
     RestoreError at once. Cancellable at any point (a SIGTERM during startup): no
     Litestream is left running, and no partial file."""
     deadline = time.monotonic() + timeout

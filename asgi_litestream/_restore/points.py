@@ -29,14 +29,14 @@ from typing import Any
 
 import anyio
 
-from ._binary import find_litestream_for
-from ._config import Settings
-from ._databases import Database
-from ._exceptions import ConfigError, RestoreError
-from ._leader import Leadership
-from ._logs import scrub
-from ._rfc3339 import parse_time
-from ._workdir import generated_config
+from .._config.databases import Database
+from .._config.settings import Settings
+from .._exceptions import ConfigError, RestoreError
+from .._litestream.binary import find_litestream_for
+from .._litestream.logs import scrub
+from .._litestream.rfc3339 import parse_time
+from .._litestream.workdir import generated_config
+from .._locks.workers import Leadership
 
 logger = logging.getLogger("asgi_litestream")
 

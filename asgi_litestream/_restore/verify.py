@@ -34,10 +34,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._control import ControlClient, ControlError
-from ._databases import Database
-from ._logs import scrub
-from ._replica_errors import classify, error_line
+from .._config.databases import Database
+from .._litestream.control import ControlClient, ControlError
+from .._litestream.logs import scrub
+from .._litestream.replica_errors import classify, error_line
 
 logger = logging.getLogger("asgi_litestream")
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from ._rfc3339 import parse_time
+from .._litestream.rfc3339 import parse_time
 
 _HOUR = 3600.0
 _W, _H = 600, 100  # the chart's viewBox; CSS stretches it to the card's width

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from ._control import QUIET_URLS
-from ._status import Role, State, snapshot
+from .._litestream.control import QUIET_URLS
+from .status import Role, State, snapshot
 
 if TYPE_CHECKING:
-    from ._service import ReplicationService
+    from .._primary.service import ReplicationService
 
 # Seconds; a durable wait is one or two syncs, tens of milliseconds on a healthy replica.
 SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

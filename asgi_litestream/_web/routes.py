@@ -28,12 +28,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from ._backups import list_restore_points_within
-from ._config import Settings
-from ._metrics import SyncStats, service_metrics
-from ._read_replica import ReadReplica
-from ._service import ReplicationService
-from ._status import snapshot, snapshot_key
+from .._config.settings import Settings
+from .._follower.replica import ReadReplica
+from .._primary.service import ReplicationService
+from .._restore.points import list_restore_points_within
+from .metrics import SyncStats, service_metrics
+from .status import snapshot, snapshot_key
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -241,7 +241,7 @@ class Routes:
         if not await access.allows(scope, receive):  # public_details never opens the page
             await _respond(send, *access.refusal, head=head)
             return
-        from ._dashboard import render_dashboard  # only when someone looks
+        from .dashboard import render_dashboard  # only when someone looks
 
         page = render_dashboard(snapshot(service), service.health.history(),
                                 restore_points=await self._restore_points(service))

@@ -1,7 +1,7 @@
 """The status snapshot: what the status route serves, built from memory only.
 
 Vocabulary: the *status route* (``/_litestream/status``) serves the *status snapshot*
-(:func:`snapshot`); each database's part of it is its *health* (_health.py).
+(:func:`snapshot`); each database's part of it is its *health* (_primary/health.py).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ._health import overall_health
+from .._primary.health import overall_health
 
 if TYPE_CHECKING:
-    from ._service import ReplicationService
+    from .._primary.service import ReplicationService
 
 
 class Role(str, Enum):
