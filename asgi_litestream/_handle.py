@@ -14,8 +14,9 @@ from typing import Any
 from ._config.settings import Settings
 from ._primary.service import ReplicationService
 from ._restore.verify import Verification
+from ._state import Role, State
 from ._web.metrics import service_metrics
-from ._web.status import Role, State, snapshot
+from ._web.status import snapshot
 
 
 class Supervisor:

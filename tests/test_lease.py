@@ -24,10 +24,9 @@ from asgi_litestream._locks.lease import (
     default_owner,
     encode,
     format_time,
-    lease_store,
     parse_time,
 )
-from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore
+from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore, lease_store
 from tests import lease_contract as contract
 
 

@@ -29,10 +29,9 @@ from asgi_litestream._locks.lease import (
     LeaseStoreError,
     LeaseUnreadable,
     decode,
-    lease_store,
 )
 from asgi_litestream._locks.lease_keeper import LeaseKeeper
-from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore
+from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore, lease_store
 from asgi_litestream._locks.watchdog import Watchdog
 
 

@@ -20,10 +20,10 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from .. import __version__
 from .._config.options import OPTIONS
 from .._exceptions import LitestreamError
 from .._litestream.download import DEFAULT_VERSION
+from .._release import PACKAGE_VERSION
 from . import commands as _commands
 from .commands import PROG, explain
 
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Run Litestream's jobs for an app that uses asgi-litestream."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {PACKAGE_VERSION}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     # Also accepted after the command; SUPPRESS keeps the subparser from resetting it to False.
     common = argparse.ArgumentParser(add_help=False)

@@ -31,7 +31,7 @@ import anyio.to_thread
 from .._config.databases import Database
 from .._exceptions import StartupError
 from .._litestream.logs import LitestreamLog, scrub
-from .._litestream.process import _REAP_LIMIT, pump_lines
+from .._litestream.process import REAP_LIMIT, pump_lines
 from .._litestream.restart import GiveUp, RestartPolicy
 from .copy import (
     _in_wal_mode,
@@ -187,7 +187,7 @@ class Follower:
             self._scope.cancel()
         if self._finished is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(
-                    self.grace + 2 * _REAP_LIMIT):
+                    self.grace + 2 * REAP_LIMIT):
                 await self._finished.wait()
 
     async def probe(self) -> None:
@@ -293,7 +293,7 @@ class Follower:
                 task_group.start_soon(pump_lines, process, functools.partial(
                     self._line, pid=process.pid, attempt=attempt), pumped)
                 attempt.code = await process.wait()
-                with anyio.move_on_after(_REAP_LIMIT):
+                with anyio.move_on_after(REAP_LIMIT):
                     await pumped.wait()
                 task_group.cancel_scope.cancel()
         finally:

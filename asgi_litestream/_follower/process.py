@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from .._litestream.process import _PDEATHSIG_EXEC, _REAP_LIMIT, _setpriv
+from .._litestream.process import PDEATHSIG_EXEC, REAP_LIMIT, find_setpriv
 from .._litestream.replica_errors import ReplicaFailure, classify
 
 logger = logging.getLogger("asgi_litestream")
@@ -36,10 +36,10 @@ def follow_command(binary: Path, output: Path, source: Sequence[str], *,
                "-follow-interval", _duration(interval), "-o", str(output), *source]
     if not sys.platform.startswith("linux"):
         return command
-    setpriv = _setpriv()
+    setpriv = find_setpriv()
     if setpriv:
         return [setpriv, "--pdeathsig", "TERM", "--", *command]
-    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]
+    return [sys.executable, "-I", "-S", "-c", PDEATHSIG_EXEC, str(os.getpid()), *command]
 
 
 def parse_text_record(text: str) -> dict[str, str] | None:
@@ -114,7 +114,7 @@ def lasting_failure(attempt: _Attempt, *, ever_ready: bool) -> ReplicaFailure | 
 async def stop_process(process: anyio.abc.Process, *, grace: float, name: str,
                        path: Path) -> None:
     """SIGTERM, SIGKILL past ``grace``, reap: runs to the end, within one deadline."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _REAP_LIMIT):
+    with anyio.CancelScope(shield=True), anyio.move_on_after(grace + REAP_LIMIT):
         if process.returncode is None:
             process.terminate()
             with anyio.move_on_after(grace):

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from .._config.settings import Settings
 from .._config.sqlite import dispose_pools
 from .._exceptions import LitestreamError, SyncError
-from .._web.metrics import MetricsWriter
+from .._litestream.scrape import MetricsWriter
 from .group import FollowerSet
 
 logger = logging.getLogger("asgi_litestream")

@@ -34,12 +34,12 @@ _FLUSH_LINES = 10  # past this many databases, one summary line rather than one 
 _MAX_LINE = 64 * 1024
 # After SIGKILL the kernel reaps at once; this only bounds the wait for the last
 # log lines, so that closing can never hang.
-_REAP_LIMIT = 2.0
+REAP_LIMIT = 2.0
 
 # Exec'd by the current interpreter when `setpriv` is missing: ask the kernel to
 # SIGTERM Litestream when its parent dies, then become Litestream (same pid, so
 # signals and the control socket's pid check are unchanged).
-_PDEATHSIG_EXEC = """\
+PDEATHSIG_EXEC = """\
 import ctypes, os, signal, sys
 PR_SET_PDEATHSIG = 1
 if ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) or os.getppid() != int(sys.argv[1]):
@@ -54,14 +54,14 @@ def replicate_command(binary: Path, config_path: Path) -> list[str]:
     command = [str(binary), "replicate", "-config", str(config_path)]
     if not sys.platform.startswith("linux"):
         return command  # no parent-death signal; a graceful shutdown still stops it
-    setpriv = _setpriv()
+    setpriv = find_setpriv()
     if setpriv:
         return [setpriv, "--pdeathsig", "TERM", "--", *command]
-    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *command]
+    return [sys.executable, "-I", "-S", "-c", PDEATHSIG_EXEC, str(os.getpid()), *command]
 
 
 @functools.cache
-def _setpriv() -> str | None:
+def find_setpriv() -> str | None:
     return shutil.which("setpriv")
 
 
@@ -224,7 +224,7 @@ class LitestreamProcess:
             self._close_pidfd()
 
     async def _stop_and_reap(self, grace: float) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _REAP_LIMIT):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(grace + REAP_LIMIT):
             if grace > 0 and self.returncode is None:
                 self._process.terminate()
                 with anyio.move_on_after(grace):

@@ -22,12 +22,10 @@ import importlib.util
 import json
 import os
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from .._config.urls import redact_url
 from .._exceptions import ConfigError, LitestreamError
@@ -54,11 +52,11 @@ class Lease:
 
     def expired(self, now: datetime | None = None) -> bool:
         """Past its expiry, so anyone may take it over (upstream's IsExpired)."""
-        return (now or _now()) > self.expires_at
+        return (now or utc_now()) > self.expires_at
 
     def remaining(self, now: datetime | None = None) -> float:
         """Seconds until it expires (negative once expired)."""
-        return (self.expires_at - (now or _now())).total_seconds()
+        return (self.expires_at - (now or utc_now())).total_seconds()
 
 
 class LeaseError(LitestreamError):
@@ -140,30 +138,6 @@ def check_lease_possible(replica_url: str) -> None:
             "boto3, which is not installed", "pip install 'asgi-litestream[s3]'")
 
 
-def lease_store(replica_url: str, env: Mapping[str, str], *, owner: str | None = None,
-                timeout: float = 5.0) -> LeaseStore:
-    """The lease of ``replica_url``; ``env`` is the Litestream child's environment (S3
-    credentials). Nothing is read or written until the first call."""
-    # Imported here rather than at the top: the stores build on this module (Lease, the
-    # errors, the encoding), so the import graph stays one-way and neither module
-    # depends on which of the two is loaded first.
-    from .lease_stores import FileLeaseStore, S3LeaseStore
-
-    check_lease_possible(replica_url)
-    owner = owner or default_owner()
-    parts = urlsplit(replica_url)
-    if parts.scheme == "file":
-        if not parts.path.strip("/"):
-            raise ConfigError("replica_url", redact_url(replica_url), "a file:// replica needs a "
-                              "directory", "write file:///absolute/path/to/replica")
-        return FileLeaseStore(Path(unquote(parts.path)), owner=owner, timeout=timeout)
-    if not parts.netloc:
-        raise ConfigError("replica_url", redact_url(replica_url), "an s3:// replica needs a bucket",
-                          "write s3://bucket/path")
-    return S3LeaseStore(parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)),
-                        env, owner=owner, timeout=timeout)
-
-
 def default_owner() -> str:
     """``host:pid``, as upstream names a holder."""
     host = socket.gethostname()
@@ -209,5 +183,5 @@ def _expiry(text: str) -> datetime:
         return _NEVER if text.startswith("9999") else _GO_ZERO_TIME
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(timezone.utc)

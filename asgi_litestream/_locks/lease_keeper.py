@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -43,7 +43,7 @@ from .._config.urls import join_url, redact_url
 from .._exceptions import StartupError
 from .._litestream.replica_errors import classify
 from .._litestream.rfc3339 import format_time
-from .._web.status import State
+from .._state import State
 from .lease import (
     LOCK_NAME,
     Lease,
@@ -52,14 +52,13 @@ from .lease import (
     LeaseStore,
     LeaseStoreError,
     LeaseUnreadable,
-    lease_store,
 )
-from .watchdog import Watchdog
+from .lease_stores import lease_store
+from .watchdog import Killable, Watchdog
 from .workers import BOOT_ID
 
 if TYPE_CHECKING:
     from .._config.settings import Settings
-    from .._primary.keeper import Keeper
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -70,6 +69,20 @@ _SOCKET_TIMEOUT = 5.0  # to connect, and to read, at most (less for a short ttl)
 # Lease calls at once: a renewal, a read naming the new holder, a release. Never
 # anyio's default limiter, which 40 busy sync endpoints of the app exhaust.
 _LEASE_THREADS = 4
+
+
+class Fenced(Protocol):
+    """What the lease fences: the keeper of this worker's Litestream (_primary/keeper.py),
+    seen from below. It runs Litestream only while the watchdog allows."""
+
+    watchdog: Watchdog | None
+
+    @property
+    def child(self) -> Killable | None: ...
+
+    async def start(self) -> None: ...
+
+    async def kill(self, state: State) -> None: ...
 
 
 def fence_margin(ttl: float) -> float:
@@ -120,7 +133,7 @@ class LeaseKeeper:
             return None
         return self._held_from + self.ttl - self.fence_margin
 
-    def guard(self, keeper: Keeper) -> None:
+    def guard(self, keeper: Fenced) -> None:
         """Let ``keeper`` run Litestream only while the lease is ours, and have the
         watchdog kill its child at the deadline. Call it before the first start (it
         may be called again)."""
@@ -317,7 +330,7 @@ class LeaseKeeper:
                                                   limiter=self._limiter)
 
 
-async def hold_the_lease(lease: LeaseKeeper, keeper: Keeper, *,
+async def hold_the_lease(lease: LeaseKeeper, keeper: Fenced, *,
                          behind: Callable[[], Awaitable[list[tuple[Database, int, int]]]],
                          give_up: Callable[[], bool]) -> None:
     """While Litestream runs: renew; fenced, kill it at once (no final sync), win the

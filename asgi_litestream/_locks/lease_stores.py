@@ -51,18 +51,24 @@ from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .._config.urls import redact_url
+from .._exceptions import ConfigError
 from .._litestream.s3 import s3_client
 from .lease import (
     LOCK_NAME,
     Lease,
     LeaseHeld,
     LeaseLost,
+    LeaseStore,
     LeaseStoreError,
     LeaseUnreadable,
-    _now,
+    check_lease_possible,
     decode,
+    default_owner,
     encode,
+    utc_now,
 )
 
 logger = logging.getLogger("asgi_litestream")
@@ -171,7 +177,7 @@ class _ConditionalStore:
         return lease
 
     def _write(self, generation: int, ttl: float, etag: str | None) -> Lease:
-        expires_at = _now() + timedelta(seconds=ttl)
+        expires_at = utc_now() + timedelta(seconds=ttl)
         new_etag = self._put(encode(generation, expires_at, self.owner), etag)
         return Lease(generation=generation, expires_at=expires_at, owner=self.owner,
                      etag=new_etag)
@@ -245,7 +251,7 @@ class S3LeaseStore(_ConditionalStore):
                     raise
                 # No conditional DELETE on this server: leave the lease expired, which
                 # reads as free to us and to upstream.
-                self._put(encode(lease.generation, _now(), self.owner), lease.etag)
+                self._put(encode(lease.generation, utc_now(), self.owner), lease.etag)
         except _Conflict as exc:
             if not exc.gone:
                 raise
@@ -343,3 +349,22 @@ class FileLeaseStore(_ConditionalStore):
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def lease_store(replica_url: str, env: Mapping[str, str], *, owner: str | None = None,
+                timeout: float = 5.0) -> LeaseStore:
+    """The lease of ``replica_url``; ``env`` is the Litestream child's environment (S3
+    credentials). Nothing is read or written until the first call."""
+    check_lease_possible(replica_url)
+    owner = owner or default_owner()
+    parts = urlsplit(replica_url)
+    if parts.scheme == "file":
+        if not parts.path.strip("/"):
+            raise ConfigError("replica_url", redact_url(replica_url), "a file:// replica needs a "
+                              "directory", "write file:///absolute/path/to/replica")
+        return FileLeaseStore(Path(unquote(parts.path)), owner=owner, timeout=timeout)
+    if not parts.netloc:
+        raise ConfigError("replica_url", redact_url(replica_url), "an s3:// replica needs a bucket",
+                          "write s3://bucket/path")
+    return S3LeaseStore(parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query)),
+                        env, owner=owner, timeout=timeout)

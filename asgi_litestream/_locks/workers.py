@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 
 from .._config.databases import Database
-from .._web.status import State
+from .._state import State
 
 logger = logging.getLogger("asgi_litestream")
 

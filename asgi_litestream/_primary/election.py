@@ -9,7 +9,7 @@ from typing import Any
 
 from .._litestream.control import ControlClient, ControlError
 from .._locks.workers import Leadership
-from .._web.status import Role, State
+from .._state import Role, State
 
 
 class Election:

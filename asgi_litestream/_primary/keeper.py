@@ -22,7 +22,7 @@ from .._litestream.logs import LitestreamLog
 from .._litestream.process import LitestreamProcess
 from .._litestream.restart import GiveUp, RestartPolicy
 from .._locks.watchdog import Watchdog
-from .._web.status import State
+from .._state import State
 
 logger = logging.getLogger("asgi_litestream")
 

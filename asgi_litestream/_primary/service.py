@@ -42,13 +42,13 @@ from .._exceptions import StartupError, SyncError
 from .._litestream.control import ControlClient, ControlError
 from .._litestream.logs import LitestreamLog
 from .._litestream.process import replicate_command
+from .._litestream.scrape import LitestreamScrape
 from .._litestream.workdir import CONFIG_NAME, SOCKET_NAME
 from .._locks.lease_keeper import LeaseKeeper, hold_the_lease, lease_heir
 from .._locks.workers import BOOT_ID, Leadership
 from .._restore.boot import restore_missing
 from .._restore.verify import Verifier
-from .._web.metrics import LitestreamScrape
-from .._web.status import Role, State
+from .._state import Role, State
 from .election import Election
 from .group_sync import DurableSyncs
 from .guard import find_stale, guard

@@ -12,88 +12,16 @@ clash with the app's own in a shared registry.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import httpx
-
-from .._litestream.control import QUIET_URLS
-from .status import Role, State, snapshot
+from .._litestream.scrape import MetricsWriter, format_labels, format_value
+from .._primary.group_sync import SYNC_BUCKETS, SyncStats
+from .._state import Role, State
+from .status import snapshot
 
 if TYPE_CHECKING:
     from .._primary.service import ReplicationService
-
-# Seconds; a durable wait is one or two syncs, tens of milliseconds on a healthy replica.
-SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class LitestreamScrape:
-    """Litestream's own metrics, fetched in the background: a scrape of ours never
-    waits on Litestream. ``text`` is the last answer ("" when there is none)."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    async def run(self, address: Callable[[], str | None], interval: float) -> None:
-        # Plain HTTP on loopback: no TLS context to build (~15 ms of a blocked loop,
-        # right when the app is starting) and no proxy from the environment.
-        transport = httpx.AsyncHTTPTransport(verify=False)
-        async with httpx.AsyncClient(transport=transport, timeout=2, trust_env=False) as http:
-            await anyio.sleep(1.0)  # not during the app's own startup
-            while True:
-                found = address()
-                if not found:
-                    self.text = ""  # down: no stale series that look live
-                else:
-                    url = f"http://{found}/metrics"
-                    QUIET_URLS.add(url)  # kept out of the httpx logger, like the socket
-                    try:
-                        raw = (await http.get(url)).text
-                    except httpx.HTTPError:
-                        self.text = ""
-                    else:
-                        # Filtered once here, not on every render: at a thousand
-                        # databases it is hundreds of kilobytes.
-                        self.text = "\n".join(litestream_series(raw))
-                await anyio.sleep(interval)
-
-
-@dataclass(slots=True)
-class SyncStats:
-    """Durable waits, as group commit saw them."""
-
-    callers: int = 0
-    failures: int = 0
-    latency_sum: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * len(SYNC_BUCKETS))
-
-    def record(self, seconds: float, *, ok: bool) -> None:
-        self.callers += 1
-        self.failures += not ok
-        self.latency_sum += seconds
-        for index, bound in enumerate(SYNC_BUCKETS):
-            if seconds <= bound:
-                self.buckets[index] += 1
-
-
-class MetricsWriter:
-    """Families of the text exposition; a sample of None is left out, and a family
-    with no sample at all."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str,
-               samples: Iterable[tuple[Mapping[str, Any], float | int | None]]) -> None:
-        rows = [(labels, value) for labels, value in samples if value is not None]
-        if not rows:
-            return
-        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        self.lines += [f"{name}{_labels(labels)} {_value(value)}"
-                       for labels, value in rows]
 
 
 def service_metrics(service: ReplicationService) -> str:
@@ -183,33 +111,10 @@ def _histogram(out: MetricsWriter, name: dict[str, Any], sync: SyncStats) -> Non
     out.lines += [f"# HELP {metric} How long durable waits took.",
                   f"# TYPE {metric} histogram"]
     for bound, count in zip(SYNC_BUCKETS, sync.buckets, strict=True):
-        out.lines.append(f"{metric}_bucket{_labels({**name, 'le': _value(bound)})} {count}")
-    out.lines += [f"{metric}_bucket{_labels({**name, 'le': '+Inf'})} {sync.callers}",
-                  f"{metric}_sum{_labels(name)} {_value(sync.latency_sum)}",
-                  f"{metric}_count{_labels(name)} {sync.callers}"]
+        le = format_labels({**name, "le": format_value(bound)})
+        out.lines.append(f"{metric}_bucket{le} {count}")
+    out.lines += [f"{metric}_bucket{format_labels({**name, 'le': '+Inf'})} {sync.callers}",
+                  f"{metric}_sum{format_labels(name)} {format_value(sync.latency_sum)}",
+                  f"{metric}_count{format_labels(name)} {sync.callers}"]
 
 
-def litestream_series(text: str) -> Sequence[str]:
-    """Litestream's own ``litestream_*`` families, HELP and TYPE lines included."""
-    return [line for line in text.splitlines()
-            if line.startswith("litestream_")
-            or (line.startswith(("# HELP litestream_", "# TYPE litestream_")))]
-
-
-def _labels(labels: Mapping[str, Any]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{key}="{_escape(str(value))}"' for key, value in labels.items())
-    return "{" + inner + "}"
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _value(value: float | int | bool) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "+Inf" if value > 0 else ("-Inf" if value < 0 else "NaN")
-    return repr(value) if isinstance(value, float) else str(value)

@@ -30,9 +30,10 @@ from starlette.types import Receive, Scope, Send
 
 from .._config.settings import Settings
 from .._follower.replica import ReadReplica
+from .._primary.group_sync import SyncStats
 from .._primary.service import ReplicationService
 from .._restore.points import list_restore_points_within
-from .metrics import SyncStats, service_metrics
+from .metrics import service_metrics
 from .status import snapshot, snapshot_key
 
 logger = logging.getLogger("asgi_litestream")
