@@ -1,10 +1,7 @@
 """Keep a SQLite database continuously backed up by running Litestream beside an ASGI app."""
 
-from importlib import metadata as _metadata
-
-from ._backups import RestorePoint, list_restore_points, restore_to
-from ._config import Settings
-from ._databases import Database
+from ._config.databases import Database
+from ._config.settings import Settings
 from ._exceptions import (
     BinaryError,
     BinaryNotFoundError,
@@ -18,19 +15,16 @@ from ._exceptions import (
     SyncError,
     UnsupportedPlatformError,
 )
-from ._follow_copy import connect_readonly
+from ._follower.copy import connect_readonly
+from ._follower.replica import ReadReplica
 from ._handle import Supervisor
 from ._middleware import LitestreamLifespan
-from ._read_replica import ReadReplica
 from ._registry import get_supervisor, start_litestream, status, stop_litestream
+from ._release import PACKAGE_VERSION as __version__
+from ._restore.points import RestorePoint, list_restore_points, restore_to
+from ._restore.verify import Verification
 from ._starlette import durable, durable_endpoint, position_header, read_your_writes
-from ._status import State
-from ._verify import Verification
-
-try:
-    __version__ = _metadata.version("asgi-litestream")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from ._state import State
 
 __all__ = [
     "BinaryError",

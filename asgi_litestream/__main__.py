@@ -1,5 +1,5 @@
 """``python -m asgi_litestream``: the same command line as ``asgi-litestream``."""
 
-from asgi_litestream._cli import main
+from asgi_litestream._cli.main import main
 
 raise SystemExit(main())

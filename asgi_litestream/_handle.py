@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._config import Settings
-from ._metrics import service_metrics
-from ._service import ReplicationService
-from ._status import Role, State, snapshot
-from ._verify import Verification
+from ._config.settings import Settings
+from ._primary.service import ReplicationService
+from ._restore.verify import Verification
+from ._state import Role, State
+from ._web.metrics import service_metrics
+from ._web.status import snapshot
 
 
 class Supervisor:

@@ -36,23 +36,29 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _registry
-from ._binary import find_litestream_for
-from ._config import Settings, resolve_route
+from ._config.options import DEFAULT, OPTION_NAMES
+from ._config.settings import Settings, resolve_route
+from ._config.sqlite import check_database_file, dispose_pools, engines_in, install_pragmas
 from ._exceptions import StartupError
-from ._follower_set import FollowerSet
+from ._follower.group import FollowerSet
+from ._follower.replica import ReadReplica
 from ._handle import Supervisor
-from ._leader import Leadership
-from ._lease import check_lease_possible
-from ._listing import check_listable
-from ._logs import LitestreamLog, show_lifecycle
-from ._options import DEFAULT, OPTION_NAMES
-from ._read_replica import ReadReplica
-from ._restart import RestartPolicy
-from ._routes import Routes
-from ._service import ReplicationService
-from ._sqlite import check_database_file, dispose_pools, engines_in, install_pragmas
+from ._litestream.binary import find_litestream_for
+from ._litestream.listing import check_listable
+from ._litestream.logs import LitestreamLog, show_lifecycle
+from ._litestream.restart import RestartPolicy
+from ._litestream.workdir import (
+    CONFIG_NAME,
+    Workdir,
+    loopback_address,
+    private_workdir,
+    write_config,
+)
+from ._locks.lease import check_lease_possible
+from ._locks.workers import Leadership
+from ._primary.service import ReplicationService
 from ._stop_signals import unless_stopped
-from ._workdir import CONFIG_NAME, Workdir, loopback_address, private_workdir, write_config
+from ._web.routes import Routes
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -113,7 +119,7 @@ class LitestreamLifespan:
         # is reported as lifespan.startup.failed.
         given = locals()
         self.app = app
-        # Declared once in _options.py; a test checks this signature against it.
+        # Declared once in _config/options.py; a test checks this signature against it.
         self._options: dict[str, Any] = {name: given[name] for name in OPTION_NAMES}
         # Known before startup, so that the routes answer (503) even before it.
         self.routes = Routes(

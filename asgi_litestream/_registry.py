@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from ._exceptions import ConfigError, SupervisorLookupError
+from ._follower.replica import ReadReplica
 from ._handle import Supervisor
-from ._read_replica import ReadReplica
 
 _supervisors: dict[str, Supervisor | ReadReplica] = {}
 

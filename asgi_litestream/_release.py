@@ -1,12 +1,18 @@
 """The Litestream release this library pins: version, where it is published, and the
-sha256 of each platform's archive."""
+sha256 of each platform's archive; and this library's own version (``__version__``)."""
 
 from __future__ import annotations
 
 import platform
 import re
+from importlib import metadata as _metadata
 
 from ._exceptions import DownloadError, UnsupportedPlatformError
+
+try:
+    PACKAGE_VERSION = _metadata.version("asgi-litestream")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    PACKAGE_VERSION = "0.0.0"
 
 DEFAULT_VERSION = "0.5.17"
 DEFAULT_DOWNLOAD_URL = "https://github.com/benbjohnson/litestream/releases/download"

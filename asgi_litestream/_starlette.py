@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ._exceptions import SyncError
-from ._read_replica import (
+from ._follower.replica import (
     POSITION_HEADER,
     ReadReplica,
     format_position,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from asgi_litestream._lease import Lease, LeaseHeld, LeaseLost, LeaseStore
+from asgi_litestream._locks.lease import Lease, LeaseHeld, LeaseLost, LeaseStore
 
 # Raw bytes of upstream's lock object into the replica (as Go's json.Marshal wrote them).
 WriteRaw = Callable[[bytes], None]

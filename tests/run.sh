@@ -31,6 +31,8 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
 fi
 "$venv/bin/python" -m ruff check asgi_litestream tests examples
 "$venv/bin/python" -m mypy
+# Imports only go down (the layers in pyproject.toml [tool.importlinter]).
+"$venv/bin/lint-imports"
 set +e
 "$venv/bin/python" -m pytest "$@"
 status=$?

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from asgi_litestream._backups import (
+from asgi_litestream._cli.commands import _size
+from asgi_litestream._cli.commands import parse_txid as _txid
+from asgi_litestream._config.settings import Settings
+from asgi_litestream._exceptions import ConfigError, RestoreError
+from asgi_litestream._locks.workers import Leadership
+from asgi_litestream._restore.points import (
     _document,
     _point,
     find_database,
@@ -17,11 +22,6 @@ from asgi_litestream._backups import (
     restore_points,
     restore_to,
 )
-from asgi_litestream._commands import _size
-from asgi_litestream._commands import parse_txid as _txid
-from asgi_litestream._config import Settings
-from asgi_litestream._exceptions import ConfigError, RestoreError
-from asgi_litestream._leader import Leadership
 
 
 def ltx(level: int, first: int, last: int, when: str, size: int = 100) -> dict[str, object]:

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from asgi_litestream._binary import find_litestream
-from asgi_litestream._download import download_litestream
 from asgi_litestream._exceptions import (
     BinaryNotFoundError,
     ChecksumMismatchError,
     DownloadError,
     UnsupportedPlatformError,
 )
+from asgi_litestream._litestream.binary import find_litestream
+from asgi_litestream._litestream.download import download_litestream
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = "0.0.0-test"
@@ -372,7 +372,7 @@ def test_unwritable_cache_is_a_download_error(
 _CHILD = """
 import logging, pathlib, sys, time
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from asgi_litestream._download import download_litestream
+from asgi_litestream._litestream.download import download_litestream
 go = pathlib.Path(sys.argv[1])
 while not go.exists():
     time.sleep(0.005)

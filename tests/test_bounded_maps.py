@@ -16,8 +16,8 @@ import anyio
 import pytest
 
 from asgi_litestream._exceptions import SyncError
-from asgi_litestream._group_sync import DurableSyncs
-from asgi_litestream._logs import MAX_DATABASES, LitestreamLog
+from asgi_litestream._litestream.logs import MAX_DATABASES, LitestreamLog
+from asgi_litestream._primary.group_sync import DurableSyncs
 
 # Before the bound, each name held ~650 B (durable) or ~900 B (log): the thousands of
 # names below were megabytes. A bounded map's noise (a table resized by the event

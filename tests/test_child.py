@@ -13,9 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asgi_litestream._child import LitestreamProcess
-from asgi_litestream._control import ControlClient
-from asgi_litestream._logs import LitestreamLog
+from asgi_litestream._litestream.control import ControlClient
+from asgi_litestream._litestream.logs import LitestreamLog
+from asgi_litestream._litestream.process import LitestreamProcess
 
 pytestmark = pytest.mark.anyio
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from asgi_litestream._databases import Database
-from asgi_litestream._leader import Leadership
+from asgi_litestream._config.databases import Database
+from asgi_litestream._locks.workers import Leadership
 from asgi_litestream._release import platform_asset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from asgi_litestream import ConfigError, Settings
-from asgi_litestream._urls import redact_url
+from asgi_litestream._config.urls import redact_url
 
 
 def build(tmp_path: Path, **options: Any) -> Settings:

@@ -23,11 +23,12 @@ import pytest
 import yaml
 
 from asgi_litestream import ConfigError, DownloadError, LitestreamLifespan
-from asgi_litestream._config import Settings
-from asgi_litestream._config_file import expand_env
-from asgi_litestream._download import download_litestream
-from asgi_litestream._lease import LOCK_NAME, lease_store
-from asgi_litestream._workdir import generated_config
+from asgi_litestream._config.config_file import expand_env
+from asgi_litestream._config.settings import Settings
+from asgi_litestream._litestream.download import download_litestream
+from asgi_litestream._litestream.workdir import generated_config
+from asgi_litestream._locks.lease import LOCK_NAME
+from asgi_litestream._locks.lease_stores import lease_store
 from tests.helpers import S3, LifespanFailed, client, lifespan, notes_app, restore
 
 # Every character a YAML scalar or Litestream's expansion could misread.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from asgi_litestream._dashboard import render_dashboard
+from asgi_litestream._web.dashboard import render_dashboard
 
 NOW = datetime(2026, 11, 30, 12, 20, tzinfo=timezone.utc).timestamp()
 VOID = {"meta", "br", "link", "img", "input", "hr"}

@@ -13,15 +13,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asgi_litestream._databases import Database
-from asgi_litestream._follow_copy import connect_readonly
-from asgi_litestream._follow_lag import Lag, head_from_ltx_listing
-from asgi_litestream._follow_process import follow_command, parse_text_record, resume_refused
-from asgi_litestream._follower import Follower
-from asgi_litestream._follower_set import FollowerSet
-from asgi_litestream._logs import LitestreamLog
-from asgi_litestream._positions import head_from_names
-from asgi_litestream._restart import RestartPolicy
+from asgi_litestream._config.databases import Database
+from asgi_litestream._follower.copy import connect_readonly
+from asgi_litestream._follower.follower import Follower
+from asgi_litestream._follower.group import FollowerSet
+from asgi_litestream._follower.lag import Lag, head_from_ltx_listing
+from asgi_litestream._follower.process import follow_command, parse_text_record, resume_refused
+from asgi_litestream._litestream.logs import LitestreamLog
+from asgi_litestream._litestream.positions import head_from_names
+from asgi_litestream._litestream.restart import RestartPolicy
 
 # Real output of `litestream ltx -level 0 <url>` (0.5.17), a log line mixed in.
 LTX_LISTING = """\

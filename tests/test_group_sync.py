@@ -9,7 +9,7 @@ import anyio.lowlevel
 import pytest
 
 from asgi_litestream import SyncError
-from asgi_litestream._group_sync import GroupSync
+from asgi_litestream._primary.group_sync import GroupSync
 
 pytestmark = pytest.mark.anyio
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from asgi_litestream._databases import Database
-from asgi_litestream._health import DatabaseHealth, overall_health
+from asgi_litestream._config.databases import Database
+from asgi_litestream._primary.health import DatabaseHealth, overall_health
 
 
 def health() -> DatabaseHealth:
@@ -99,7 +99,7 @@ def test_a_database_out_of_wal_mode_is_warned_about_once(
 
     import anyio
 
-    from asgi_litestream._health import HealthPoller
+    from asgi_litestream._primary.health import HealthPoller
 
     db = tmp_path / "app.db"
 
@@ -115,7 +115,7 @@ def test_a_database_out_of_wal_mode_is_warned_about_once(
             return [{"path": str(db), "status": "replicating", "last_sync_at": AT_T0}]
 
         async def sync(self, path: Path, *, wait: bool, timeout: float) -> object:
-            from asgi_litestream._control import SyncResult
+            from asgi_litestream._litestream.control import SyncResult
 
             return SyncResult(status="ok", txid=1, replicated_txid=1)
 
@@ -141,7 +141,7 @@ def test_one_call_per_poll_for_a_folder_of_databases(tmp_path: Path) -> None:
     pattern are ignored."""
     import anyio
 
-    from asgi_litestream._health import HealthPoller
+    from asgi_litestream._primary.health import HealthPoller
 
     folder = Database(path=tmp_path, replica_url="file:///r", pattern="*.db")
     names = [f"t{i}.db" for i in range(50)]
@@ -150,7 +150,7 @@ def test_one_call_per_poll_for_a_folder_of_databases(tmp_path: Path) -> None:
         calls = 0
 
         async def sync(self, path: Path, *, wait: bool, timeout: float) -> object:
-            from asgi_litestream._control import SyncResult
+            from asgi_litestream._litestream.control import SyncResult
 
             Control.calls += 1
             return SyncResult(status="ok", txid=3, replicated_txid=3)

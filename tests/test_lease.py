@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from asgi_litestream import ConfigError
-from asgi_litestream._lease import (
+from asgi_litestream._locks.lease import (
     Lease,
     LeaseHeld,
     LeaseStoreError,
@@ -24,10 +24,9 @@ from asgi_litestream._lease import (
     default_owner,
     encode,
     format_time,
-    lease_store,
     parse_time,
 )
-from asgi_litestream._lease_stores import FileLeaseStore, S3LeaseStore
+from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore, lease_store
 from tests import lease_contract as contract
 
 

@@ -20,20 +20,19 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from asgi_litestream._child import LitestreamProcess
-from asgi_litestream._control import ControlClient
-from asgi_litestream._lease import (
+from asgi_litestream._litestream.control import ControlClient
+from asgi_litestream._litestream.logs import LitestreamLog
+from asgi_litestream._litestream.process import LitestreamProcess
+from asgi_litestream._locks.lease import (
     Lease,
     LeaseHeld,
     LeaseStoreError,
     LeaseUnreadable,
     decode,
-    lease_store,
 )
-from asgi_litestream._lease_keeper import LeaseKeeper
-from asgi_litestream._lease_stores import FileLeaseStore, S3LeaseStore
-from asgi_litestream._logs import LitestreamLog
-from asgi_litestream._watchdog import Watchdog
+from asgi_litestream._locks.lease_keeper import LeaseKeeper
+from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore, lease_store
+from asgi_litestream._locks.watchdog import Watchdog
 
 
 class FakeChild:

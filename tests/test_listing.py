@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from asgi_litestream import ConfigError
-from asgi_litestream._databases import Database, databases_from
-from asgi_litestream._listing import check_listable, replica_names
+from asgi_litestream._config.databases import Database, databases_from
+from asgi_litestream._litestream.listing import check_listable, replica_names
 
 
 def folder(url: str) -> Database:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from asgi_litestream._logs import parse_log_line, scrub
+from asgi_litestream._litestream.logs import parse_log_line, scrub
 
 
 def test_json_line_keeps_its_level_and_fields() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from asgi_litestream._metrics import SyncStats, litestream_series, render_metrics
+from asgi_litestream._litestream.scrape import litestream_series
+from asgi_litestream._primary.group_sync import SyncStats
+from asgi_litestream._web.metrics import render_metrics
 
 STATUS = {
     "name": "orders", "status": "running", "state": "running", "role": "leader",

@@ -1,4 +1,4 @@
-"""Options are declared once (_options.py): the middleware, Settings, the CLI and the
+"""Options are declared once (_config/options.py): the middleware, Settings, the CLI and the
 README table all agree with that list."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from asgi_litestream import LitestreamLifespan, Settings
-from asgi_litestream._cli import _parser
-from asgi_litestream._options import DEFAULT, OPTION_NAMES, OPTIONS, readme_table
+from asgi_litestream._cli.main import _parser
+from asgi_litestream._config.options import DEFAULT, OPTION_NAMES, OPTIONS, readme_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -46,7 +46,7 @@ def test_unknown_option_is_refused() -> None:
 
 
 def test_the_readme_table_is_the_declared_one() -> None:
-    """README.md's options table is exactly `python -m asgi_litestream._options`."""
+    """README.md's options table is exactly `python -m asgi_litestream._config.options`."""
     assert readme_table() in README.read_text()
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from asgi_litestream._databases import Database
-from asgi_litestream._guard import kept_copies, set_aside
-from asgi_litestream._positions import (
+from asgi_litestream._config.databases import Database
+from asgi_litestream._follower.replica import format_position, parse_position, replica_key
+from asgi_litestream._litestream.positions import (
     NOTHING,
     Head,
     backend,
@@ -20,7 +20,7 @@ from asgi_litestream._positions import (
     local_head,
     replica_heads,
 )
-from asgi_litestream._read_replica import format_position, parse_position, replica_key
+from asgi_litestream._primary.guard import kept_copies, set_aside
 
 ONE = "0000000000000001-0000000000000001.ltx"
 FOUR = "0000000000000002-0000000000000004.ltx"

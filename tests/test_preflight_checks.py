@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from asgi_litestream import ConfigError, Settings
-from asgi_litestream._binary import check_litestream, find_litestream_for
-from asgi_litestream._urls import check_replica_url
+from asgi_litestream._config.urls import check_replica_url
+from asgi_litestream._litestream.binary import check_litestream, find_litestream_for
 
 
 def script(path: Path, body: str) -> Path:

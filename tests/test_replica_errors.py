@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_litestream._replica_errors import classify, error_line
+from asgi_litestream._litestream.replica_errors import classify, error_line
 
 _S3 = "Error: operation error S3: ListObjectsV2, https response error StatusCode: "
 _IDS = "RequestID: OmNXb0TQ4Lp9G5V9, HostID: 9Gjjt1m+cjU4OPvX9O9/8Ru=, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asgi_litestream._restart import GiveUp, Restart, RestartPolicy, backoff_delay
+from asgi_litestream._litestream.restart import GiveUp, Restart, RestartPolicy, backoff_delay
 
 
 def policy(**options: float) -> RestartPolicy:

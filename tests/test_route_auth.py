@@ -25,7 +25,7 @@ import pytest
 from starlette.requests import Request
 
 from asgi_litestream import ConfigError, LitestreamLifespan
-from asgi_litestream._config import Settings
+from asgi_litestream._config.settings import Settings
 from tests.helpers import S3, client, lifespan, notes_app
 
 TOKEN = "tok-" + uuid.uuid4().hex

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from asgi_litestream import ConfigError, LitestreamLifespan
-from asgi_litestream._sqlite import check_database_file
+from asgi_litestream._config.sqlite import check_database_file
 from tests.helpers import LifespanFailed, lifespan, notes_app
 
 
@@ -63,7 +63,7 @@ def test_startup_refuses_it_before_spawning_litestream(
 
 def test_wal_mode_is_read_from_the_header(tmp_path: Path) -> None:
     """WAL → True, a rollback journal → False, nothing readable yet → None."""
-    from asgi_litestream._sqlite import in_wal_mode
+    from asgi_litestream._config.sqlite import in_wal_mode
 
     wal, rollback = tmp_path / "wal.db", tmp_path / "rollback.db"
     for path, mode in ((wal, "wal"), (rollback, "delete")):

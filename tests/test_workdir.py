@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from asgi_litestream._workdir import private_workdir, remove_stale_workdirs
+from asgi_litestream._litestream.workdir import private_workdir, remove_stale_workdirs
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ import anyio
 import pytest
 
 from asgi_litestream import LitestreamLifespan
-from asgi_litestream._backups import list_restore_points, restore_to
-from asgi_litestream._config import Settings
+from asgi_litestream._config.settings import Settings
 from asgi_litestream._exceptions import RestoreError
+from asgi_litestream._restore.points import list_restore_points, restore_to
 from tests.helpers import S3, client, lifespan, notes_app
 from tests.test_cli import cli
 

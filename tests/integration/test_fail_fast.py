@@ -25,9 +25,10 @@ import httpx
 import pytest
 
 from asgi_litestream import ConfigError, LitestreamLifespan, RestoreError
-from asgi_litestream._follow_process import _Attempt, follow_command, lasting_failure
-from asgi_litestream._lease import LeaseStoreError, lease_store
-from asgi_litestream._replica_errors import classify, error_line
+from asgi_litestream._follower.process import _Attempt, follow_command, lasting_failure
+from asgi_litestream._litestream.replica_errors import classify, error_line
+from asgi_litestream._locks.lease import LeaseStoreError
+from asgi_litestream._locks.lease_stores import lease_store
 from tests.helpers import S3, LifespanFailed, free_port, is_litestream, lifespan, notes_app
 from tests.integration.servers import ROOT, start_server
 

@@ -20,11 +20,11 @@ import anyio
 import anyio.abc
 import pytest
 
-from asgi_litestream._control import ControlClient, ControlError
-from asgi_litestream._databases import Database
-from asgi_litestream._follow_copy import connect_readonly
-from asgi_litestream._follower_set import FollowerSet
-from asgi_litestream._logs import LitestreamLog
+from asgi_litestream._config.databases import Database
+from asgi_litestream._follower.copy import connect_readonly
+from asgi_litestream._follower.group import FollowerSet
+from asgi_litestream._litestream.control import ControlClient, ControlError
+from asgi_litestream._litestream.logs import LitestreamLog
 from tests.helpers import S3
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration,

@@ -25,8 +25,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from asgi_litestream import LitestreamLifespan, State
-from asgi_litestream._lease import LeaseHeld, LeaseStoreError, decode, lease_store
-from asgi_litestream._lease_stores import FileLeaseStore, S3LeaseStore
+from asgi_litestream._locks.lease import LeaseHeld, LeaseStoreError, decode
+from asgi_litestream._locks.lease_stores import FileLeaseStore, S3LeaseStore, lease_store
 from tests.helpers import S3, client, lifespan, notes_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.timeout(120)]

@@ -13,8 +13,8 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from asgi_litestream._lease import LeaseStore, LeaseStoreError, lease_store
-from asgi_litestream._lease_stores import S3LeaseStore
+from asgi_litestream._locks.lease import LeaseStore, LeaseStoreError
+from asgi_litestream._locks.lease_stores import S3LeaseStore, lease_store
 from tests import lease_contract as contract
 from tests.helpers import S3, free_port
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asgi_litestream import LitestreamLifespan, _routes
+from asgi_litestream import LitestreamLifespan
+from asgi_litestream._web import routes as _routes
 from tests.helpers import S3, client, lifespan, litestream_children, notes_app
 from tests.proxy import Proxy
 

@@ -12,8 +12,8 @@ import anyio
 import pytest
 
 import asgi_litestream
-from asgi_litestream._databases import Database
-from asgi_litestream._leader import Leadership
+from asgi_litestream._config.databases import Database
+from asgi_litestream._locks.workers import Leadership
 from tests.helpers import client, file_app, lifespan, restore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

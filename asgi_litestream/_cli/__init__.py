@@ -1,0 +1,1 @@
+"""The ``asgi-litestream`` command: its parser (main) and what each command does."""

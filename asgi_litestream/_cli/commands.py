@@ -1,0 +1,365 @@
+"""What each ``asgi-litestream`` command does (the parser is in _cli/main.py)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from .._config.databases import Database
+from .._config.options import OPTIONS
+from .._config.settings import Settings
+from .._exceptions import LitestreamError, RestoreError
+from .._litestream.binary import FROM_CACHE, check_litestream, find_litestream_for
+from .._litestream.control import ControlClient
+from .._litestream.download import download_litestream
+from .._litestream.listing import with_folders_listed
+from .._litestream.logs import scrub
+from .._litestream.replica_errors import classify
+from .._litestream.workdir import generated_config
+from .._locks.workers import Leadership
+from .._restore.boot import restore_database
+from .._restore.points import (
+    SNAPSHOT_LEVEL,
+    RestorePoint,
+    find_database,
+    list_restore_points,
+    restore_lock,
+    restore_to,
+)
+from .._restore.verify import Verification, verify
+
+PROG = "asgi-litestream"
+logger = logging.getLogger("asgi_litestream")
+
+# `status` exit codes, for use as an exec probe.
+_RUNNING, _DOWN, _UNREACHABLE = 0, 1, 2
+
+
+# -- download ------------------------------------------------------------------
+
+
+def run_download(args: argparse.Namespace) -> int:
+    path = download_litestream(
+        version=args.version,
+        # _binary reads ASGI_LITESTREAM_CACHE_DIR itself; the URL variable belongs to Settings.
+        download_url=args.download_url or os.environ.get("ASGI_LITESTREAM_DOWNLOAD_URL") or None,
+        cache_dir=args.cache_dir,
+        sha256=args.sha256,
+    )
+    # A build step learns now, not the app at its start, that it cannot run here.
+    check_litestream(path, origin=FROM_CACHE)
+    print(path)  # noqa: T201
+    return 0
+
+
+def explain(error: LitestreamError) -> str:
+    """An error's message, with the cause in plain words and the fix when it is a
+    replica that could not be read and the message does not say them yet."""
+    message = str(error)
+    if isinstance(error, RestoreError) and "Fix:" not in message:
+        failure = classify(message)
+        if failure.recognised:
+            return f"{message}. {failure.cause[0].upper()}{failure.cause[1:]}. Fix: {failure.fix}"
+    return message
+
+
+# -- config --------------------------------------------------------------------
+
+
+def run_config(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    # The YAML holds ${VAR} references, not secrets; scrub anyway, since this output
+    # ends up in terminals and CI logs.
+    sys.stdout.write(scrub(settings.to_yaml(), settings.secrets()))
+    return 0
+
+
+# -- restore -------------------------------------------------------------------
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    settings = _selected(args)
+    rewind = args.timestamp is not None or args.txid is not None
+    for flag, value in (("--output", args.output), ("--txid", args.txid)):
+        if value is not None and len(settings.databases) != 1:
+            raise RestoreError(f"{flag} restores one database, and {len(settings.databases)} "
+                               "are configured. Fix: pick one with --only PATH")
+    if args.output is not None:
+        if args.force or args.if_db_not_exists:
+            raise RestoreError("--output never overwrites a file, so --force and "
+                               "--if-db-not-exists do not apply. Fix: drop them")
+        db = settings.databases[0]
+        txid = restore_to(settings, find_litestream_for(settings), db, args.output,
+                          timestamp=args.timestamp, txid=args.txid)
+        _say(f"restored {db.path} as of txid {txid} into "
+             f"{Path(args.output).expanduser().absolute()}")
+        return 0
+    existing = [db for db in settings.databases if db.path.exists()]
+    if existing and not (args.force or args.if_db_not_exists):
+        # Checked for all databases first, so that a refusal never leaves half of them restored.
+        names = ", ".join(str(db.path) for db in existing)
+        raise RestoreError(
+            f"{names} already exist{'s' if len(existing) == 1 else ''}; refusing to overwrite. "
+            "Fix: move it away, pass --force to replace it with the replica's copy, or "
+            "--if-db-not-exists to keep it"
+        )
+    keep = [] if args.force or not args.if_db_not_exists else existing
+    for db in keep:
+        _say(f"kept {db.path}: it already exists")
+    todo = [db for db in settings.databases if db not in keep]
+    if not todo:
+        return 0
+    binary = find_litestream_for(settings)
+    # Over an existing database, only while no app runs it (held until the end).
+    with restore_lock(todo if rewind else [db for db in todo if db in existing]):
+        if rewind:
+            for db in todo:
+                txid = restore_to(settings, binary, db, timestamp=args.timestamp,
+                                  txid=args.txid)
+                _say(f"restored {db.path} as of txid {txid} from {db.replica}")
+        else:
+            _restore_latest(settings, binary, todo, existing, force=args.force)
+    return 0
+
+
+def _restore_latest(settings: Settings, binary: Path, todo: list[Database],
+                    existing: list[Database], *, force: bool) -> None:
+    with generated_config(settings) as (config_path, _):
+        env = settings.child_env(os.environ)
+        for db in todo:
+            if restore_database(binary, config_path, db, env, overwrite=force,
+                                timeout=settings.restore_timeout, secrets=settings.secrets()):
+                _say(f"restored {db.path} from {db.replica}")
+            elif db in existing:
+                _say(f"no backup of {db.path} in {db.replica}: kept the existing database")
+            else:
+                _say(f"no backup of {db.path} in {db.replica}: it starts fresh")
+
+
+def parse_txid(text: str) -> int:
+    """--txid: decimal, as `backups` and the status route show it, or Litestream's hex
+    (16 digits, or 0x...)."""
+    try:
+        if text.lower().startswith("0x") or len(text) == 16:
+            return int(text, 16)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a transaction id (decimal, or 16 hex digits)") from None
+
+
+# -- backups -------------------------------------------------------------------
+
+
+def run_backups(args: argparse.Namespace) -> int:
+    settings = _selected(args)
+    points = list_restore_points(settings, find_litestream_for(settings))
+    by_db = {db.path: [p for p in points if p.database == db.path] for db in settings.databases}
+    if args.json:
+        body = {"databases": [{"path": str(db.path), "replica": db.replica,
+                               "restore_points": [_point_json(p) for p in by_db[db.path]]}
+                              for db in settings.databases]}
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        return 0
+    lines: list[str] = []
+    for db in settings.databases:
+        lines += [f"{db.path}  (replica {db.replica})", *_describe_points(by_db[db.path]), ""]
+    if points:
+        lines += ["Rewind into a side file: asgi-litestream restore --output FILE --txid TXID "
+                  "(exactly that row),", "or --timestamp TIME (the last row created before "
+                  "TIME; created is shown to the second)."]
+    sys.stdout.write("".join(line + "\n" for line in lines).rstrip("\n") + "\n")
+    return 0
+
+
+def _describe_points(points: list[RestorePoint]) -> list[str]:
+    if not points:
+        return ["  no backup"]
+    first, last = points[0], points[-1]
+    rows = [("txid", "created (UTC)", "size", "from")] + [
+        (str(p.txid), _when(p), _size(p.size),
+         f"{'snapshot' if p.level == SNAPSHOT_LEVEL else f'L{p.level}'} {p.min_txid}-{p.txid}")
+        for p in points]
+    txid, when, size = (max(len(row[i]) for row in rows) for i in range(3))
+    return [f"  {len(points)} restore point{'s' if len(points) > 1 else ''}: txid "
+            f"{first.txid} to {last.txid}, {_when(first)} to {_when(last)}"] + [
+        f"  {a:<{txid}}  {b:<{when}}  {c:>{size}}  {d}" for a, b, c, d in rows]
+
+
+def _point_json(point: RestorePoint) -> dict[str, Any]:
+    return {"txid": point.txid, "created": _when(point), "size": point.size,
+            "level": point.level, "min_txid": point.min_txid}
+
+
+def _when(point: RestorePoint) -> str:
+    return point.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def _selected(args: argparse.Namespace) -> Settings:
+    """The settings, narrowed to --only's database (keeping its replica URL); a
+    folder stands for the databases its replica holds."""
+    settings = with_folders_listed(settings_from(args))
+    if args.only is None:
+        return settings
+    return dataclasses.replace(settings, databases=(find_database(settings, args.only),))
+
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # noqa: T201
+
+
+# -- verify --------------------------------------------------------------------
+
+# `verify` exit codes.
+_VERIFIED, _NOT_VERIFIED, _COULD_NOT_RUN = 0, 1, 2
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Restore each replica into a side file and check it; when the app runs, also
+    that it holds everything its running Litestream has (via the leader's socket)."""
+    try:
+        settings = _selected(args)
+        binary = find_litestream_for(settings)
+    except LitestreamError as exc:
+        print(f"{PROG}: error: {explain(exc)}", file=sys.stderr)  # noqa: T201
+        return _COULD_NOT_RUN
+    leader = Leadership(settings.databases).leader_info() or {}
+    socket = leader.get("socket") if leader.get("state") == "running" else None
+    with generated_config(settings) as (config, workdir):
+        env = settings.child_env(os.environ)
+
+        async def run() -> Verification:
+            control = ControlClient(Path(socket)) if socket else None
+            try:
+                return await verify(binary, config, settings.databases, env, control=control,
+                                    scratch=workdir.path, timeout=settings.restore_timeout,
+                                    secrets=settings.secrets())
+            finally:
+                if control is not None:
+                    await control.aclose()
+
+        result = anyio.run(run)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    for db in result.databases if not args.json else ():
+        if not db.ok:
+            _say(f"FAILED {db.path}: {db.reason}")
+        elif db.txid is None:
+            _say(f"verified {db.path}: the replica restores (txid {db.restored_txid}), "
+                 "integrity ok; position not compared (no running app found)")
+        else:
+            _say(f"verified {db.path}: the replica restores to txid {db.restored_txid} "
+                 f"(the app was at {db.txid}), integrity ok")
+    return _VERIFIED if result.ok else _NOT_VERIFIED
+
+
+# -- status --------------------------------------------------------------------
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        response = httpx.get(args.url, timeout=args.timeout)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return _unreachable(f"cannot reach {args.url}: {type(exc).__name__}: {exc}")
+    # The route answers 503 with the same JSON when Litestream is down: judge the body.
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not _is_status(body):
+        return _unreachable(
+            f"{args.url} answered HTTP {response.status_code} without the status JSON. "
+            "Fix: point at the app's status route (default /_litestream/status)"
+        )
+    if args.json:
+        sys.stdout.write(response.text.rstrip("\n") + "\n")
+    else:
+        sys.stdout.write("".join(line + "\n" for line in _describe(body)))
+    return _RUNNING if body["status"] == "running" else _DOWN
+
+
+def _unreachable(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)  # noqa: T201
+    return _UNREACHABLE
+
+
+def _is_status(body: Any) -> bool:
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        return False
+    databases = body.get("databases", [])
+    return isinstance(databases, list) and all(isinstance(d, dict) for d in databases)
+
+
+def _describe(body: dict[str, Any]) -> list[str]:
+    status = f"{body['status']} (state: {_show(body.get('state'))})"
+    lines = [
+        _row("name", body.get("name")),
+        _row("status", status),
+        _row("healthy", body.get("healthy")),
+    ]
+    if "role" in body:  # several workers: one leads (runs Litestream), the others stand by
+        lines.append(_row("role", f"{_show(body['role'])} (leader pid "
+                                  f"{_show(body.get('leader_pid'))}, this worker "
+                                  f"{_show(body.get('worker_pid'))})"))
+    lines += [
+        _row("pid", body.get("pid")),
+        _row("uptime", None if body.get("uptime_s") is None else f"{body['uptime_s']} s"),
+        _row("restarts", body.get("restarts")),
+        _row("last exit code", body.get("last_exit_code")),
+    ]
+    for db in body.get("databases", []):
+        position = (f"{_show(db.get('txid'))} (replicated {_show(db.get('replicated_txid'))}, "
+                    f"lag {_show(db.get('lag'))})")
+        lines += [
+            _row("database", db.get("path")),
+            _row("  replica", db.get("replica")),
+            _row("  txid", position),
+            _row("  healthy", db.get("healthy")),
+        ]
+        if db.get("error"):
+            lines.append(_row("  error", db["error"]))
+        lines += [_row("  last error", error) for error in db.get("last_errors") or []]
+    errors = body.get("last_errors") or []
+    if errors:
+        lines.append("last errors:")
+        lines += [f"  {error}" for error in errors]
+    return lines
+
+
+def _row(label: str, value: Any) -> str:
+    return f"{label + ':':<17}{_show(value)}"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_options(**{option.name: getattr(args, option.name)
+                                    for option in OPTIONS if option.flag is not None})

@@ -1,0 +1,188 @@
+"""``role="follower"``: the app's side of a read replica (the mechanism is _follower/follower.py).
+
+A follower never runs ``litestream replicate`` and never writes to the replica: it
+keeps a read-only copy of each database following the primary's replica. This module
+is what the middleware, the status route, the metrics and the app see of it, and the
+read-your-writes handshake: the primary hands the client its position
+(:func:`position_header` on ``durable()``'s result), the follower waits for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .._config.settings import Settings
+from .._config.sqlite import dispose_pools
+from .._exceptions import LitestreamError, SyncError
+from .._litestream.scrape import MetricsWriter
+from .group import FollowerSet
+
+logger = logging.getLogger("asgi_litestream")
+
+# The primary's replica positions, as the client carries them from a write to a read.
+POSITION_HEADER = "litestream-position"
+
+
+class ReadReplica:
+    """The followers of one LitestreamLifespan (``role="follower"``), as the app sees
+    them: ``request.state.litestream`` on a follower."""
+
+    __slots__ = ("_followers", "_on_fresh_copy", "_started", "settings")
+
+    def __init__(self, settings: Settings, followers: FollowerSet) -> None:
+        self.settings = settings
+        self._followers = followers
+        self._started = time.monotonic()
+        self._on_fresh_copy: list[Callable[[Path], Any]] = []
+
+    def on_fresh_copy(self, callback: Callable[[Path], Any]) -> None:
+        """Call ``callback(path)`` (sync or async) each time a fresh copy of ``path``
+        replaces the old file: connections opened before it still read the old,
+        deleted file until they are closed. Engines given as ``database=`` have
+        their pools disposed without this."""
+        self._on_fresh_copy.append(callback)
+
+    async def fresh_copy(self, path: Path, engines: list[Any]) -> None:
+        """A fresh copy of ``path`` is in place: drop the pools, tell the app."""
+        logger.warning("litestream %r: a fresh copy of %s replaced the old file; "
+                       "connections opened before it read the old one until closed%s",
+                       self.name, path, " (disposing the engines' pools)" if engines else "")
+        try:
+            await dispose_pools(engines)
+            for callback in self._on_fresh_copy:
+                result = callback(path)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            logger.exception("litestream %r: telling the app about the fresh copy of %s "
+                             "failed", self.name, path)
+
+    def __repr__(self) -> str:
+        return f"ReadReplica(name={self.name!r}, ready={self.ready!r})"
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def ready(self) -> bool:
+        """Every copy is in place (the first restore of each is complete)."""
+        return self._followers.ready
+
+    @property
+    def running(self) -> bool:
+        """Every copy follows: in place, within ``max_lag`` of its replica."""
+        return self._followers.healthy(self.settings.max_lag)
+
+    def follows(self, key: str) -> Path | None:
+        """The copy of the database whose replica has this key (replica_key), if any."""
+        for follower in self._followers.followers:
+            if replica_key(follower.database.replica_url) == key:
+                return follower.path
+        return None
+
+    async def wait_for(self, database: str | os.PathLike[str], txid: int,
+                       timeout: float) -> bool:
+        """True once the copy of ``database`` (a path, or its file name) holds the
+        primary's position ``txid``; False after ``timeout`` seconds."""
+        return await self._followers.wait_for(self._path(database), txid, timeout)
+
+    async def sync(self, *, timeout: float | None = None,
+                   database: str | os.PathLike[str] | None = None) -> dict[str, int]:
+        raise SyncError("this app is a follower (role='follower'): it never writes, so "
+                        "nothing can be made durable here. Fix: send writes to the primary")
+
+    async def start(self) -> None:
+        raise LitestreamError("a follower runs no Litestream to start (role='follower')")
+
+    async def stop(self) -> bool:
+        raise LitestreamError("a follower runs no Litestream to stop (role='follower')")
+
+    def status(self) -> dict[str, Any]:
+        """The status snapshot: what the status route serves on a follower."""
+        databases = self._followers.snapshot(self.settings.max_lag)
+        ready, healthy = self.ready, self.running
+        return {
+            "name": self.name,
+            "role": "follower",
+            "status": "running" if healthy else "down",
+            "state": ("following" if healthy else "catching_up" if ready
+                      else "restoring"),
+            "ready": ready,
+            "healthy": healthy,
+            "worker_pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "restarts": sum(d["restarts"] for d in databases),
+            "databases": databases,
+        }
+
+    def metrics(self) -> str:
+        """Prometheus text: readiness, lag in transactions and seconds, restarts."""
+        name = {"name": self.name}
+        out = MetricsWriter()
+        out.family("asgi_litestream_follower_ready", "gauge",
+                   "1 once every copy is in place.", [(name, self.ready)])
+        databases = [({**name, "database": d["path"]}, d)
+                     for d in self._followers.snapshot(self.settings.max_lag)]
+        for metric, kind, help_text, key in _FOLLOWER_SERIES:
+            out.family(metric, kind, help_text, [(labels, d[key]) for labels, d in databases])
+        return "\n".join(out.lines) + "\n"
+
+    def _path(self, database: str | os.PathLike[str]) -> Path:
+        text = os.fspath(database)
+        for follower in self._followers.followers:
+            if text in (follower.path.name, str(follower.path)):
+                return follower.path
+        return Path(text)
+
+
+def replica_key(replica_url: str) -> str:
+    """What a primary and its followers agree on for one database: its replica (scheme,
+    host and path; no credentials, no query such as the endpoint, no local file name),
+    hashed short, so that the header shows a client no bucket or path."""
+    parts = urlsplit(replica_url)
+    canonical = f"{parts.scheme}://{parts.hostname or ''}/{unquote(parts.path).strip('/')}"
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+_KEY = re.compile(r"[0-9a-f]{12}")
+_TXID = re.compile(r"[0-9]{1,19}")  # ASCII digits, and below 2**63 (Litestream's TXID)
+
+
+def format_position(positions: Mapping[str, int]) -> str:
+    """``{replica key: txid}`` as a ``Litestream-Position`` value: ``3f2a9c1b0d4e=1843``."""
+    return ",".join(f"{key}={txid}" for key, txid in sorted(positions.items()))
+
+
+def parse_position(value: str) -> dict[str, int]:
+    """``{replica key: txid}`` from a ``Litestream-Position`` value. Raises ValueError
+    (the client's mistake, a 400) when a part is not ``<key>=<txid>``."""
+    found: dict[str, int] = {}
+    for part in value.split(",")[:64]:
+        key, _, txid = part.strip().partition("=")
+        if not (_KEY.fullmatch(key) and _TXID.fullmatch(txid)):
+            raise ValueError("a Litestream-Position is <replica key>=<txid>, "
+                             "comma-separated, as position_header() writes it")
+        found[key] = int(txid)
+    return found
+
+
+_FOLLOWER_SERIES = (
+    ("asgi_litestream_follower_copy_txid", "gauge",
+     "Transaction the follower's copy holds.", "copy_txid"),
+    ("asgi_litestream_follower_behind_transactions", "gauge",
+     "Transactions the copy lacks.", "behind_txns"),
+    ("asgi_litestream_follower_behind_seconds", "gauge",
+     "Age of the oldest transaction the copy lacks.", "behind_s"),
+    ("asgi_litestream_follower_restarts_total", "counter",
+     "Restarts of the follower's Litestream.", "restarts"),
+)

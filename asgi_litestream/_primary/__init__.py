@@ -1,0 +1,2 @@
+"""The primary's replication service: keeper, election, health, group commit and the
+stale-file guard. Never imports _follower."""

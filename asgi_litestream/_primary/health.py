@@ -1,0 +1,296 @@
+"""Replication health: how far behind each replica is, polled in the background.
+
+A request never waits on Litestream: the poller asks the control socket every
+``health_interval`` (one call, however many databases) and the status snapshot
+reads what it found.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._config.databases import Database
+from .._config.sqlite import in_wal_mode
+from .._litestream.control import ControlClient, ControlError
+from .._litestream.rfc3339 import unix_time
+
+logger = logging.getLogger("asgi_litestream")
+
+_HISTORY_EVERY = 10.0  # seconds between two samples of the delay
+_HISTORY_SAMPLES = 360  # an hour of them
+_JOURNAL_CHECKS_PER_POLL = 4
+_POSITIONS_PER_POLL = 4
+
+
+@dataclass(slots=True, kw_only=True)
+class DatabaseHealth:
+    """Replication health of one database, refreshed by the background poller.
+
+    Health is the *replication delay*, read from Litestream's ``last_sync_at``: the
+    last moment it confirmed that the replica held everything the database had
+    when that sync began. Litestream records it after every successful replica
+    sync, and syncs an idle database too (every sync interval or two), so the age
+    of ``last_sync_at`` is an upper bound of the age of the oldest change the
+    replica misses: about a sync interval when healthy, under load or idle, and
+    growing only while replication stalls (a hung or failing replica). An idle
+    database whose replica is down stays healthy: it has nothing to lose.
+    One ``GET /list`` answers it for every database at once.
+    """
+
+    database: Database
+    replica: str = ""  # the redacted replica URL, computed once (a thousand per render)
+    litestream_status: str | None = None  # "replicating" / "open" / "stopped" from /list
+    last_sync_at: str | None = None  # as Litestream reports it (RFC 3339)
+    synced_at: float | None = None  # last_sync_at as a unix time
+    first_seen: float | None = None  # unix time this database was first listed
+    # Positions from the last POST /sync for this database (the poller's round robin,
+    # a durable write, the final flush): informative, not the health measure.
+    txid: int | None = None
+    replicated_txid: int | None = None
+    error: str | None = None
+    polled_at: float | None = None
+    journal_warned: bool = False  # warned that the file left WAL mode
+    unhealthy_since: float | None = None  # monotonic; set while a stall is reported
+
+    def __post_init__(self) -> None:
+        self.replica = self.database.replica
+
+    def observe(self, listed: dict[str, Any], now: float) -> None:
+        """Record this database's entry of one ``GET /list`` (``now``: unix time)."""
+        self.litestream_status = listed.get("status")
+        stamp = listed.get("last_sync_at")
+        if stamp != self.last_sync_at:
+            self.last_sync_at = stamp
+            self.synced_at = _unix_time(stamp) if isinstance(stamp, str) else None
+        if self.first_seen is None:
+            self.first_seen = now
+        self.error, self.polled_at = None, now
+
+    def lag(self) -> int | None:
+        if self.txid is None or self.replicated_txid is None:
+            return None
+        return max(self.txid - self.replicated_txid, 0)
+
+    def delay(self, now: float) -> float | None:
+        """Seconds since the replica last held everything; None before any poll."""
+        if self.polled_at is None:
+            return None
+        since = self.synced_at if self.synced_at is not None else self.first_seen
+        if since is None:
+            return None
+        if self.synced_at is None and _empty(self.database.path):
+            return 0.0  # a file with no page yet: Litestream waits for data, none to lose
+        return max(now - since, 0.0)
+
+    def healthy(self, now: float, max_lag_seconds: float) -> bool | None:
+        """False on a poll error or a delay past ``max_lag``; None (unknown) before
+        the first poll."""
+        if self.error is not None:
+            return False
+        delay = self.delay(now)
+        return None if delay is None else delay <= max_lag_seconds
+
+    def to_json(self, now: float, max_lag_seconds: float,
+                last_errors: list[str]) -> dict[str, Any]:
+        return {
+            "path": str(self.database.path),
+            "replica": self.replica,
+            "litestream_status": self.litestream_status,
+            "txid": self.txid,
+            "replicated_txid": self.replicated_txid,
+            "lag": self.lag(),
+            "behind_s": None if (delay := self.delay(now)) is None else round(delay, 3),
+            "last_sync_at": self.last_sync_at,
+            "healthy": self.healthy(now, max_lag_seconds),
+            "error": self.error,
+            "last_errors": last_errors,
+        }
+
+
+class HealthPoller:
+    """Refreshes every database's health with one ``GET /list``: the cost of a poll
+    does not grow with the number of databases (a folder may hold thousands)."""
+
+    def __init__(self, databases: tuple[Database, ...], *, name: str, max_lag: float) -> None:
+        self.name = name
+        self.max_lag = max_lag
+        self.folders = [db for db in databases if db.is_folder]
+        self._health = {db.path: DatabaseHealth(database=db)
+                        for db in databases if not db.is_folder}
+        self.changes = 0  # bumped by every poll, for the status route's cache
+        self._journal_turn = self._position_turn = 0
+        self._listed: set[Any] = set()  # the paths of the last /list, as strings
+        self._rendered: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
+        # Per listed database, the delay over the last hour (the status page's chart);
+        # not for a folder's databases, which may be thousands.
+        self._history = {str(path): deque[tuple[float, float | None]](
+            maxlen=_HISTORY_SAMPLES) for path in self._health}
+
+    @property
+    def databases(self) -> list[DatabaseHealth]:
+        """The listed databases, then the folders' databases Litestream replicates."""
+        return list(self._health.values())
+
+    def paths(self) -> list[Path]:
+        return list(self._health)
+
+    def note_position(self, path: Path, txid: int, replicated_txid: int) -> None:
+        """Positions of a POST /sync made for another reason (durable write, flush)."""
+        health = self._health.get(path)
+        if health is not None:
+            health.txid, health.replicated_txid = txid, replicated_txid
+
+    async def poll(self, control: ControlClient) -> bool:
+        """One round; False when the control socket did not answer at all."""
+        self.changes += 1
+        try:
+            listed = {d.get("path"): d for d in await control.databases()}
+        except ControlError as exc:
+            for health in self._health.values():
+                health.error = str(exc)
+            return False
+        now = time.time()
+        self._discover(listed)
+        for path, health in self._health.items():
+            entry = listed.get(str(path))
+            if entry is not None:
+                health.observe(entry, now)
+            elif path.exists():  # configured, on disk, yet not replicated
+                health.error = "Litestream does not list this database"
+            else:
+                health.observe({}, now)  # nothing committed yet: nothing to ship
+                health.synced_at = now
+        await self._refresh_positions(control)
+        self._check_journals()
+        self._sample(now)
+        return True
+
+    async def _refresh_positions(self, control: ControlClient) -> None:
+        """Positions (txid, replicated txid) are informative, and Litestream answers
+        them one database per call: a few per poll, round robin, so the cost stays
+        flat however many databases there are (a handful: all of them every poll)."""
+        healths = [h for h in self._health.values() if h.litestream_status is not None]
+        if not healths:
+            return
+        for _ in range(min(_POSITIONS_PER_POLL, len(healths))):
+            self._position_turn = (self._position_turn + 1) % len(healths)
+            health = healths[self._position_turn]
+            try:
+                # Without wait this returns at once with both positions; a hung
+                # replica shows up as a timeout here rather than as silence.
+                result = await control.sync(health.database.path, wait=False, timeout=5)
+            except ControlError as exc:
+                health.error = str(exc)
+                continue
+            health.txid, health.replicated_txid = result.txid, result.replicated_txid
+
+    def _discover(self, listed: dict[Any, dict[str, Any]]) -> None:
+        """A folder's databases come and go: follow what Litestream replicates."""
+        if not self.folders:
+            return
+        if listed.keys() == self._listed:
+            return  # the usual poll: the same databases as last time
+        self._listed = set(listed.keys())
+        for text in listed:
+            path = Path(str(text))
+            if path not in self._health:
+                folder = next((f for f in self.folders if f.holds(path)), None)
+                if folder is not None:
+                    self._health[path] = DatabaseHealth(database=folder.member(path))
+        for path in [p for p, h in self._health.items()
+                     if str(p) not in listed and not h.database.is_folder
+                     and any(f.holds(p) for f in self.folders)]:
+            del self._health[path]  # removed from the folder
+
+    def _check_journals(self) -> None:
+        """A few databases per poll (each check opens the file), round robin."""
+        healths = list(self._health.values())
+        if not healths:
+            return
+        for _ in range(min(_JOURNAL_CHECKS_PER_POLL, len(healths))):
+            self._journal_turn = (self._journal_turn + 1) % len(healths)
+            self._check_journal(healths[self._journal_turn])
+
+    def _check_journal(self, health: DatabaseHealth) -> None:
+        if health.synced_at is None:
+            return  # Litestream sets WAL mode as it starts on a file: not yet
+        wal = in_wal_mode(health.database.path)
+        if wal is False and not health.journal_warned:
+            logger.warning(
+                "litestream %r: %s is not in WAL mode, so Litestream cannot replicate its "
+                "changes. Fix: remove any PRAGMA journal_mode other than WAL from the app's "
+                "connections (Litestream sets WAL itself)", self.name, health.database.path)
+        if wal is not None:
+            health.journal_warned = not wal
+
+    def _sample(self, wall: float) -> None:
+        for path, samples in self._history.items():
+            health = self._health.get(Path(path))
+            if health is not None and (not samples or wall - samples[-1][0] >= _HISTORY_EVERY):
+                samples.append((wall, health.delay(wall)))
+
+    def history(self) -> dict[str, list[tuple[float, float | None]]]:
+        """Per listed database: (unix time, replication delay) over the last hour."""
+        return {path: list(samples) for path, samples in self._history.items()}
+
+    def log_changes(self, now: float) -> None:
+        """One warning when a database's replication stalls, one line when it
+        recovers: under a bare server an operator sees an outage and its end.
+        ``now`` is a unix time."""
+        for health in self._health.values():
+            healthy = health.healthy(now, self.max_lag)
+            where = (self.name, health.database.path, health.replica)
+            if healthy is False and health.unhealthy_since is None:
+                health.unhealthy_since = now
+                why = (f"polling it failed: {health.error}" if health.error is not None
+                       else f"the replica has not confirmed a sync for "
+                            f"{health.delay(now) or 0:.1f}s")
+                logger.warning("litestream %r: replication of %s to %s is stalled: %s "
+                               "(max_lag %ss)", *where, why, self.max_lag)
+            elif healthy and health.unhealthy_since is not None:
+                logger.info("litestream %r: replication of %s to %s recovered after %.1fs "
+                            "(delay now %.1fs)", *where, now - health.unhealthy_since,
+                            health.delay(now) or 0.0)
+                health.unhealthy_since = None
+
+    def snapshot(self, now: float, errors_of: Callable[[str], list[str]],
+                 log_changes: int = 0) -> list[dict[str, Any]]:
+        """Per database, as of the last poll (``now``: unix time): rendered once per
+        poll and per new Litestream error, since a thousand of them take milliseconds.
+        The delay it shows may so be up to one ``health_interval`` old."""
+        key = (self.changes, log_changes)
+        if self._rendered is None or self._rendered[0] != key:
+            self._rendered = (key, [h.to_json(now, self.max_lag,
+                                              errors_of(h.database.path.name))
+                                    for h in self._health.values()])
+        return self._rendered[1]
+
+
+def _unix_time(stamp: str) -> float | None:
+    """Litestream's RFC 3339 with nanoseconds ("...T13:34:51.451218973Z")."""
+    try:
+        return unix_time(stamp)
+    except ValueError:
+        return None
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def overall_health(databases: list[bool | None]) -> bool | None:
+    """All healthy → True; any unhealthy → False; otherwise unknown (None)."""
+    if any(healthy is False for healthy in databases):
+        return False
+    if any(healthy is None for healthy in databases):
+        return None
+    return True

@@ -1,0 +1,1 @@
+"""The library's own HTTP routes: status snapshot, Prometheus metrics, status page."""
