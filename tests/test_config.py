@@ -32,6 +32,8 @@ BAD_OPTIONS = [
     ({"replica_url": "s3://bucket/$HOME"}, "replica_url"),
     ({"replica_url": "s3://[bucket/x"}, "replica_url"),
     ({"replica_url": "sftp://u:pw12@host:99999/x"}, "replica_url"),
+    ({"role": "follower", "dashboard_path": "/_ls/page", "status_token": "t0ken-x"},
+     "dashboard_path"),
     ({"database": None}, "database"),
     ({"database": []}, "database"),
     ({"database": "sqlite://"}, "database"),

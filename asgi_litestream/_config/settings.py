@@ -167,6 +167,13 @@ class Settings:
         if self.lease and self.role == "follower":
             raise ConfigError("lease", True, "a follower never writes, so holds no lease",
                               "drop lease= on the followers")
+        if self.dashboard_path is not None and self.role == "follower":
+            # The page draws a primary's replication; a follower's copies are on the
+            # status route (ready, lag per copy), which it would otherwise answer 503.
+            raise ConfigError("dashboard_path", self.dashboard_path,
+                              "the status page shows a primary, not a follower",
+                              "drop dashboard_path on the followers; their status route "
+                              "shows each copy's lag")
         if self.if_behind not in IF_BEHIND:
             raise ConfigError("if_behind", self.if_behind, f"must be one of {IF_BEHIND}",
                               "use 'restore' (set the file aside, restore the replica) or "
