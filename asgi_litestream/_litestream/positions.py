@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .._config.databases import Database
 from .._config.names import member_name, member_root
@@ -39,7 +39,12 @@ _LTX_TIMEOUT = 30.0
 
 
 class PositionError(Exception):
-    """A replica's position could not be read."""
+    """A replica's position could not be read. ``permanent``: never can be, as
+    configured (a folder on a replica that cannot be listed)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +93,14 @@ def local_head(path: Path) -> Head:
     return head_of(_levels(metadata_dir(path) / "ltx"))
 
 
-def local_checksum(path: Path, name: str) -> bytes | None:
-    """The checksum of the local LTX file ``name`` (any level), if it is here."""
-    for level_dir in _level_dirs(metadata_dir(path) / "ltx"):
+def local_checksum(path: Path, name: str, level: int | None = None) -> bytes | None:
+    """The checksum of the local LTX file ``name``, if it is here: at ``level`` first
+    (a compaction at another level may carry the same name and other bytes)."""
+    root = metadata_dir(path) / "ltx"
+    dirs = _level_dirs(root)
+    if level is not None:
+        dirs.sort(key=lambda d: d.name != str(level))
+    for level_dir in dirs:
         found = _tail(level_dir / name)
         if found is not None:
             return found
@@ -159,7 +169,8 @@ def replica_heads(db: Database, env: Mapping[str, str], *, binary: Path | None =
         raise PositionError(scrub(str(exc), secrets) or type(exc).__name__) from exc
     if db.is_folder:
         raise PositionError(f"the members of a folder cannot be listed on "
-                            f"{urlsplit(db.replica_url).scheme}:// replicas")
+                            f"{urlsplit(db.replica_url).scheme}:// replicas",
+                            permanent=True)
     if binary is None:
         raise PositionError("no litestream binary to read the replica with")
     return {"": _ltx_head(binary, db, env, config_path, secrets)}
@@ -207,8 +218,10 @@ def _file_heads(db: Database) -> dict[str, Head]:
 
 
 def _s3_location(db: Database) -> tuple[str, str, dict[str, str]]:
+    """Bucket, key prefix and query, as Litestream reads them: the path unescaped
+    (``join_url`` escapes a file stem such as ``my app``; the keys hold it raw)."""
     parts = urlsplit(db.replica_url)
-    return parts.netloc, parts.path.strip("/"), dict(parse_qsl(parts.query))
+    return parts.netloc, unquote(parts.path).strip("/"), dict(parse_qsl(parts.query))
 
 
 def _s3_heads(db: Database, env: Mapping[str, str]) -> dict[str, Head]:

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import anyio.to_thread
 
-from .._config.databases import Database
 from .._config.urls import join_url, redact_url
 from .._exceptions import StartupError
 from .._litestream.replica_errors import classify
@@ -331,23 +330,22 @@ class LeaseKeeper:
 
 
 async def hold_the_lease(lease: LeaseKeeper, keeper: Fenced, *,
-                         behind: Callable[[], Awaitable[list[tuple[Database, int, int]]]],
+                         behind: Callable[[], Awaitable[str | None]],
                          give_up: Callable[[], bool]) -> None:
     """While Litestream runs: renew; fenced, kill it at once (no final sync), win the
     lease back and replicate again, unless the replica moved on meanwhile (someone
-    else wrote): restoring under the running app would swap the file beneath its
-    open connections, so it stays fenced and says to restart."""
+    else wrote, or it cannot be told): restoring under the running app would swap the
+    file beneath its open connections, so it stays fenced and says to restart.
+    ``behind()`` says why the files are no longer in step (None: they are)."""
     lease.guard(keeper)
     while await lease.keep() is not None:
         await keeper.kill(State.FENCED)
         if not await lease.acquire(give_up=give_up):
             return
         moved_on = await behind()
-        if moved_on:
-            db, ours, theirs = moved_on[0]
+        if moved_on is not None:
             await lease.release()
-            lease.fenced_because = (f"the replica moved on while this app was fenced "
-                                    f"({db.path}: txid {ours} here, {theirs} in the replica)")
+            lease.fenced_because = moved_on
             logger.error("litestream %r: FENCED for good: %s. Fix: restart the app; it "
                          "restores the replica's copy before replicating", lease.name,
                          lease.fenced_because)

@@ -46,6 +46,7 @@ from .._litestream.positions import (
     replica_checksum,
     replica_heads,
 )
+from .._litestream.replica_errors import classify
 from .._restore.boot import restore_on_boot
 
 logger = logging.getLogger("asgi_litestream")
@@ -97,7 +98,7 @@ def _check(db: Database, there: Head, env: Mapping[str, str], found: list[Stale]
     here = local_head(db.path)
     same: bool | None = None
     if there.name is not None and here.txid >= there.txid > 0:
-        ours = local_checksum(db.path, there.name)
+        ours = local_checksum(db.path, there.name, there.level)
         if ours is not None:
             theirs = replica_checksum(db, there, env)
             same = None if theirs is None else ours == theirs
@@ -115,9 +116,22 @@ async def read_positions(settings: Settings, env: Mapping[str, str], *, binary: 
     while True:
         attempt += 1
         try:
+            # Abandoned on cancel (a shutdown behind the gate): a hung listing must not
+            # hold the server's shutdown.
             return await anyio.to_thread.run_sync(functools.partial(
-                find_stale, settings, env, binary=binary, config_path=config_path))
+                find_stale, settings, env, binary=binary, config_path=config_path),
+                abandon_on_cancel=True)
         except PositionError as exc:
+            failure = classify(exc.__cause__ or str(exc))
+            if exc.permanent or failure.permanent:
+                # No bucket, refused keys, a folder that cannot be listed: no retry
+                # mends it (#21).
+                cause = failure.describe() if failure.permanent else str(exc)
+                fix = failure.fix if failure.permanent else (
+                    "use an s3:// (with boto3) or file:// replica for a folder of databases")
+                raise StartupError(f"cannot read the replica's position to compare with "
+                                   f"the database file(s) here: {cause}. Fix: {fix}. Not "
+                                   "retried: no retry can mend this") from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StartupError(

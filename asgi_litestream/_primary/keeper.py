@@ -43,6 +43,9 @@ class Keeper:
         self.last_flush_ok: bool | None = None
         self.last_flush_seconds: float | None = None
         self.version: str | None = None  # Litestream's, once it has run
+        # Why Litestream must never start again in this process (a stale file the app
+        # has open): start() refuses, the final flush too. None: it may.
+        self.refused: str | None = None
         self.want_running = True
         self.closing = False
         self.lock = anyio.Lock()  # one start, stop, restart or takeover at a time
@@ -81,6 +84,10 @@ class Keeper:
                 return
             self.want_running = True
             self._policy.reset()
+            if self.refused is not None:
+                logger.error("litestream %r: not started: %s", self.settings.name,
+                             self.refused)
+                return
             if self.child is not None or not self._leading() or self._lease_refuses():
                 return
             self.set_state(State.STARTING)

@@ -36,11 +36,11 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from .._config.databases import Database
 from .._config.settings import Settings
 from .._exceptions import StartupError, SyncError
 from .._litestream.control import ControlClient, ControlError
 from .._litestream.logs import LitestreamLog
+from .._litestream.positions import PositionError
 from .._litestream.process import replicate_command
 from .._litestream.scrape import LitestreamScrape
 from .._litestream.workdir import CONFIG_NAME, SOCKET_NAME
@@ -63,6 +63,12 @@ _NEW_DATABASE_POLL = 0.05
 _NOT_REPLICATING = (State.FAILED, State.WAITING_FOR_LEASE, State.FENCED)
 # How long a leader waits at shutdown for the other workers to stop writing.
 _MAX_HANDOVER_WAIT = 5.0
+# After a fence: how often to ask the replica's position before counting it moved on.
+_MOVED_ON_ATTEMPTS = 4
+
+
+class _StoppedEarly(StartupError):
+    """The server shut down before the databases were in place: not a failure."""
 
 
 class ReplicationService:
@@ -106,6 +112,7 @@ class ReplicationService:
         # failed: the app's own startup waits for it (see wait_in_place).
         self._placed = anyio.Event()
         self._placed_error: Exception | None = None
+        self._joining: anyio.CancelScope | None = None
         self.app_started = False  # the app runs on the files: never swap them now
 
     @property
@@ -147,8 +154,20 @@ class ReplicationService:
                 if started_early:
                     task_status.started()
                 try:
-                    await self._join()
+                    # close() cuts this short while the server already serves (a
+                    # lease, behind the gate): a shutdown must not wait out the lease,
+                    # the position reads or a restore.
+                    with anyio.CancelScope() as self._joining:
+                        await self._join()
+                    if self._joining.cancelled_caught:
+                        raise _StoppedEarly(f"Litestream {self.settings.name!r} was stopped "
+                                            "before its databases were in place")
                 except BaseException as exc:
+                    with anyio.CancelScope(shield=True):
+                        if self.keeper.child is not None:  # cut short right after a spawn
+                            await self.keeper.kill(State.STOPPED)
+                        if self.lease is not None:
+                            await self.lease.release()  # the successor takes it now
                     self.leadership.resign()
                     self.leadership.leave()
                     if not isinstance(exc, Exception):
@@ -186,7 +205,10 @@ class ReplicationService:
                     "were in place")
                 self._placed.set()
             self._closed.set()
-        if failure is not None:
+        if isinstance(failure, _StoppedEarly):
+            logger.info("litestream %r: %s", self.settings.name, failure)
+            self.keeper.set_state(State.STOPPED)
+        elif failure is not None:
             if not started_early:
                 raise failure
             # The app already serves: stay down and say so, rather than crash it.
@@ -210,7 +232,10 @@ class ReplicationService:
         self.app_started = True
 
     async def close(self) -> None:
-        """Shutdown: return once serve() has flushed and stopped Litestream."""
+        """Shutdown: return once serve() has flushed and stopped Litestream (or, still
+        getting the databases in place behind the gate, has given that up)."""
+        if not self._placed.is_set() and self._joining is not None:
+            self._joining.cancel()
         self._close_requested.set()
         with anyio.CancelScope(shield=True):
             await self._closed.wait()
@@ -248,10 +273,11 @@ class ReplicationService:
     async def _hand_over_and_stop(self) -> None:
         if self.role is Role.LEADER and self.keeper.child is None and self.state in (
             State.RESTARTING, State.FAILED,
-        ):
+        ) and self.keeper.refused is None:
             await self.keeper.start_for_the_final_flush()
         stopped_by_the_app = self.role is Role.LEADER and self.state is State.STOPPED
-        not_the_writer = self.state in (State.WAITING_FOR_LEASE, State.FENCED)
+        not_the_writer = (self.state in (State.WAITING_FOR_LEASE, State.FENCED)
+                          or self.keeper.refused is not None)
         self.keeper.closing = True
         self.keeper.wake()
         try:
@@ -307,6 +333,10 @@ class ReplicationService:
                 find_stale, self.settings, self._env, binary=self.binary,
                 config_path=self.config_path))
             if stale:
+                # Never started again here, not even for the final flush: that would
+                # replicate the stale file over the replica.
+                self.keeper.refused = (f"{stale[0].describe()}; restart the app to "
+                                       "restore the replica's copy first")
                 self.keeper.want_running = False
                 self.keeper.set_state(State.FAILED)
                 logger.error("litestream %r: NOT replicating: %s, and the app has it open, "
@@ -328,12 +358,28 @@ class ReplicationService:
                     hold_the_lease, self.lease, self.keeper, give_up=self._stopping,
                     behind=self._moved_on))
 
-    async def _moved_on(self) -> list[tuple[Database, int, int]]:
-        """With the lease won back after a fence: the files another host wrote past."""
-        stale = await anyio.to_thread.run_sync(functools.partial(
-            find_stale, self.settings, self._env, binary=self.binary,
-            config_path=self.config_path))
-        return [(s.db, s.here.txid, s.there.txid) for s in stale]
+    async def _moved_on(self) -> str | None:
+        """With the lease won back after a fence: why the files here are no longer in
+        step with the replica (another host wrote meanwhile), or None. A replica whose
+        positions cannot be read (S3's bad day, which fenced us) is asked a few times;
+        still unknown, it counts as moved on: staying fenced is safe, guessing is not."""
+        delay = 1.0
+        for attempt in range(1, _MOVED_ON_ATTEMPTS + 1):
+            try:
+                stale = await anyio.to_thread.run_sync(functools.partial(
+                    find_stale, self.settings, self._env, binary=self.binary,
+                    config_path=self.config_path))
+            except PositionError as exc:
+                if attempt == _MOVED_ON_ATTEMPTS:
+                    return ("the replica's position could not be read after the lease was "
+                            f"won back, so it may have moved on ({exc})")
+                await anyio.sleep(delay)
+                delay *= 2
+                continue
+            if not stale:
+                return None
+            return f"the replica moved on while this app was fenced: {stale[0].describe()}"
+        return None
 
     def _stopping(self) -> bool:
         return self.keeper.closing or self._close_requested.is_set()

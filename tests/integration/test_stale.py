@@ -6,6 +6,7 @@ with a pool, tables created at startup) runs on the restored file."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -364,3 +365,98 @@ async def test_a_follower_that_can_never_copy_says_so_at_once_and_its_app_never_
             assert time.monotonic() - began < 10
             assert (await http.get("/notes")).status_code == 503
     assert started == []
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_shutdown_behind_the_gate_does_not_wait_for_the_replica(
+    tmp_path: Path, litestream_bin: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With a lease the server already serves while positions are read; a shutdown
+    then ends at once, not after restore_timeout of retries."""
+    import asgi_litestream._primary.guard as guard
+    from asgi_litestream._litestream.positions import PositionError
+
+    def unreadable(*args: Any, **kwargs: Any) -> None:
+        raise PositionError("connection reset (simulated)")
+
+    monkeypatch.setattr(guard, "find_stale", unreadable)
+    app = LitestreamLifespan(engine_app(tmp_path / "app.db", []), database=tmp_path / "app.db",
+                             replica_url=f"file://{tmp_path}/replica", bin_path=litestream_bin,
+                             lease=True, restore_timeout=60)
+    async with lifespan(app):
+        with anyio.fail_after(10):
+            while "(attempt 2)" not in caplog.text:  # retrying, behind the gate
+                await anyio.sleep(0.05)
+        began = time.monotonic()
+    assert time.monotonic() - began < 5
+
+
+@pytest.mark.anyio
+async def test_a_standby_that_finds_the_file_stale_never_replicates_it_even_at_shutdown(
+    tmp_path: Path, litestream_bin: Path,
+) -> None:
+    """A takeover under a running app that finds the file behind stays down, and the
+    shutdown's final flush does not start Litestream on it: the replica keeps A's rows."""
+    from asgi_litestream._config.settings import Settings
+    from asgi_litestream._litestream.workdir import private_workdir, write_config
+    from asgi_litestream._primary.service import ReplicationService
+
+    url = f"file://{tmp_path}/replica"
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    app_a = LitestreamLifespan(engine_app(a / "app.db", []), database=a / "app.db",
+                               replica_url=url, bin_path=litestream_bin)
+    async with lifespan(app_a) as state:
+        await write(app_a, state, [f"a{i}" for i in range(5)])
+        copy_database(a, b, with_history=False)
+        await write(app_a, state, [f"a{i}" for i in range(5, 20)])
+    settings = Settings.from_options(database=str(b / "app.db"), replica_url=url,
+                                     bin_path=litestream_bin)
+    workdir = private_workdir()
+    write_config(settings, workdir)
+    service = ReplicationService(settings, binary=litestream_bin, workdir=workdir.path,
+                                 environ=os.environ)
+    try:
+        async with anyio.create_task_group() as group:
+            service.keeper.task_group = group
+            assert service.leadership.join() and service.leadership.try_lead()
+            service.note_app_start()  # a standby whose app runs, taking over
+            await service._lead(takeover=True)
+            assert service.state.value == "failed" and service.keeper.child is None
+            await service._hand_over_and_stop()  # the server's shutdown
+            assert service.keeper.child is None
+            group.cancel_scope.cancel()
+    finally:
+        workdir.remove()
+    assert len(restore(litestream_bin, url, tmp_path / "check.db")) == 20
+
+
+@pytest.mark.anyio
+async def test_an_s3_replica_whose_path_is_escaped_is_read_where_litestream_writes(
+    tmp_path: Path, s3: S3, litestream_bin: Path,
+) -> None:
+    """Several databases on one base URL: a stem with a space is escaped in the URL
+    (``x/my%20app``) and raw in the keys (``x/my app/0000/...``); its position is read
+    there, so a stale copy of it is caught, not taken for a fresh replica."""
+    from asgi_litestream._litestream.positions import replica_heads
+
+    paths = [tmp_path / "my app.db", tmp_path / "other.db"]
+    for path in paths:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.close()
+    app = LitestreamLifespan(Starlette(), database=paths, replica_url=s3.url("x"),
+                             bin_path=litestream_bin, access_key_id=s3.access_key_id,
+                             secret_access_key=s3.secret_access_key)
+    async with lifespan(app) as state:
+        with sqlite3.connect(paths[0]) as conn:
+            conn.execute("INSERT INTO notes (body) VALUES ('one')")
+        conn.close()
+        replicated = await state["litestream"].sync(database=paths[0], timeout=10)
+        settings = state["litestream"].settings
+        db = next(d for d in settings.databases if d.path == paths[0])
+        assert "%20" in db.replica_url
+        head = replica_heads(db, settings.child_env(os.environ))[""]
+    assert head.txid == replicated[str(paths[0])] > 0
