@@ -80,11 +80,7 @@ def install_pragmas(database: Any) -> int:
     already waits 5 s unless the app lowered ``timeout``) and ``synchronous = NORMAL``
     (what SQLite advises with WAL, and Rails' default: no corruption, far fewer fsyncs).
     SQLAlchemy is imported only when an engine is there. Returns how many engines."""
-    handles = database if isinstance(database, list | tuple) and not hasattr(
-        database, "_fields") else [database]
-    engines: list[Any] = [getattr(h, "sync_engine", h) for h in handles]
-    engines = [e for e in engines if hasattr(e, "dialect") and hasattr(e, "url")
-               and str(e.url.drivername).startswith("sqlite")]
+    engines = [getattr(e, "sync_engine", e) for e in engines_in(database)]
     if engines:
         event = importlib.import_module("sqlalchemy.event")
         for engine in engines:

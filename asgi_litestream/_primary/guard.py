@@ -19,7 +19,6 @@ so its rows can be read back by hand. The newest ``keep_behind`` are kept.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -47,7 +46,7 @@ from .._litestream.positions import (
     replica_heads,
 )
 from .._litestream.replica_errors import classify
-from .._restore.boot import restore_on_boot
+from .._restore.boot import config_for_members, restore_on_boot
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -175,12 +174,8 @@ async def guard(settings: Settings, env: Mapping[str, str], *, binary: Path,
     members = [s.db for s in stale if _in_a_folder(settings, s.db)]
     jobs = [(db, config_path, env) for db in named]
     if members:
-        # `litestream restore -config` finds only `path:` entries, not a `dir:`'s
-        # databases: name them in a config of their own (secrets still ${VAR}s).
-        listed = dataclasses.replace(settings, databases=tuple(members))
-        side_config = config_path.with_name("behind.yml")
-        side_config.write_text(listed.to_yaml())
-        side_env = listed.child_env(env)
+        side_config, side_env = config_for_members(settings, members, config_path, env,
+                                                   file_name="behind.yml")
         jobs += [(db, side_config, side_env) for db in members]
     for db, config, child_env in jobs:
         await restore_on_boot(binary, config, db, child_env, name=settings.name,

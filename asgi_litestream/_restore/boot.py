@@ -252,6 +252,19 @@ async def _log_progress(label: str, target: Path, started: float) -> None:
         logger.info("%s still restoring %s (%.0fs)", label, target, time.monotonic() - started)
 
 
+def config_for_members(settings: Settings, members: Sequence[Database], config_path: Path,
+                       env: Mapping[str, str], *, file_name: str
+                       ) -> tuple[Path, dict[str, str]]:
+    """A config naming a folder's ``members`` one by one, beside ``config_path``, and
+    the environment to run Litestream with it. `litestream restore -config` finds only
+    `path:` entries, not a `dir:`'s databases (secrets still ${VAR}s, and a name's '$'
+    never expanded: to_yaml writes names as data)."""
+    listed = dataclasses.replace(settings, databases=tuple(members))
+    path = config_path.with_name(file_name)
+    path.write_text(listed.to_yaml(), encoding="utf-8")
+    return path, listed.child_env(env)
+
+
 async def restore_missing(binary: Path, config_path: Path, settings: Settings,
                           env: Mapping[str, str], *, on_start: Callable[[], None]) -> None:
     """Restore on boot every configured database whose file does not exist, and every
@@ -271,13 +284,8 @@ async def restore_missing(binary: Path, config_path: Path, settings: Settings,
     on_start()
     jobs = [(db, config_path, env) for db in missing]
     if absent:
-        # `litestream restore -config` finds only `path:` entries, not a `dir:`'s
-        # databases: name them in a config of their own (secrets still ${VAR}s, and
-        # a name's '$' never expanded: to_yaml writes names as data).
-        listed = dataclasses.replace(settings, databases=tuple(absent))
-        members_config = config_path.with_name("restore.yml")
-        members_config.write_text(listed.to_yaml(), encoding="utf-8")
-        members_env = listed.child_env(env)
+        members_config, members_env = config_for_members(settings, absent, config_path,
+                                                         env, file_name="restore.yml")
         jobs += [(db, members_config, members_env) for db in absent]
     limiter = anyio.CapacityLimiter(_RESTORES_AT_ONCE)
     errors: list[RestoreError] = []
