@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from .loopback_http import LoopbackHTTPError, request
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,23 +19,7 @@ class SyncResult:
     replicated_txid: int
 
 
-# httpx logs every request at INFO; polling the control socket every few seconds
-# would flood the app's logs, so drop just those records.
-_BASE_URL = "http://litestream.control"
-
-
-# Other URLs we poll in the background (Litestream's /metrics), kept out likewise.
-QUIET_URLS: set[str] = set()
-
-
-class _QuietControlRequests(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(isinstance(arg, httpx.URL) and (
-            arg.host == "litestream.control" or str(arg) in QUIET_URLS)
-            for arg in (record.args or ()))
-
-
-logging.getLogger("httpx").addFilter(_QuietControlRequests())
+_TIMEOUT = 5.0
 
 
 class ControlError(Exception):
@@ -43,21 +27,14 @@ class ControlError(Exception):
 
 
 class ControlClient:
-    """One httpx client bound to one control socket path."""
+    """Requests to one control socket path (one connection each: a unix socket
+    connects in microseconds, and nothing is left open to close)."""
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
-        self._client = httpx.AsyncClient(
-            # Plain HTTP over a unix socket: no TLS context to build (that alone cost
-            # ~15 ms of startup), and no proxy from the environment may capture it.
-            transport=httpx.AsyncHTTPTransport(uds=str(socket_path), verify=False),
-            base_url=_BASE_URL,
-            timeout=httpx.Timeout(5.0),
-            trust_env=False,
-        )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing to release; kept so that callers close what they open."""
 
     async def info(self) -> dict[str, Any]:
         """``{"version", "pid", "uptime_seconds", "started_at", "database_count"}``."""
@@ -73,7 +50,7 @@ class ControlClient:
         body: dict[str, Any] = {"path": str(path)}
         if wait:
             body.update(wait=True, timeout=max(1, round(timeout)))
-        data = await self._request("POST", "/sync", json=body, timeout=timeout + 2)
+        data = await self._request("POST", "/sync", payload=body, timeout=timeout + 2)
         return SyncResult(
             status=str(data.get("status", "")),
             txid=int(data.get("txid", 0)),
@@ -96,20 +73,19 @@ class ControlClient:
                           replicated_txid=result.replicated_txid)
 
     async def _request(
-        self, method: str, url: str, *, json: Any = None, timeout: float | None = None
+        self, method: str, url: str, *, payload: Any = None, timeout: float | None = None
     ) -> dict[str, Any]:
+        body = None if payload is None else json.dumps(payload).encode()
         try:
-            response = await self._client.request(
-                method, url, json=json,
-                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise ControlError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            reply = await request(method, url, unix=str(self.socket_path), json_body=body,
+                                  timeout=_TIMEOUT if timeout is None else timeout)
+        except LoopbackHTTPError as exc:
+            raise ControlError(f"{method} {url}: {exc}") from exc
         try:
-            data = response.json()
+            data = json.loads(reply.body)
         except ValueError:
-            data = {"error": response.text.strip()}
-        if response.status_code != 200 or not isinstance(data, dict) or "error" in data:
+            data = {"error": reply.body.decode(errors="replace").strip()}
+        if reply.status != 200 or not isinstance(data, dict) or "error" in data:
             error = data.get("error") if isinstance(data, dict) else data
-            raise ControlError(f"{method} {url}: HTTP {response.status_code}: {error}")
+            raise ControlError(f"{method} {url}: HTTP {reply.status}: {error}")
         return data

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
-import httpx
 
-from .control import QUIET_URLS
+from .loopback_http import LoopbackHTTPError, request
 
 
 class LitestreamScrape:
@@ -25,27 +24,26 @@ class LitestreamScrape:
         self.text = ""
 
     async def run(self, address: Callable[[], str | None], interval: float) -> None:
-        # Plain HTTP on loopback: no TLS context to build (~15 ms of a blocked loop,
-        # right when the app is starting) and no proxy from the environment.
-        transport = httpx.AsyncHTTPTransport(verify=False)
-        async with httpx.AsyncClient(transport=transport, timeout=2, trust_env=False) as http:
-            await anyio.sleep(1.0)  # not during the app's own startup
-            while True:
-                found = address()
-                if not found:
-                    self.text = ""  # down: no stale series that look live
-                else:
-                    url = f"http://{found}/metrics"
-                    QUIET_URLS.add(url)  # kept out of the httpx logger, like the socket
-                    try:
-                        raw = (await http.get(url)).text
-                    except httpx.HTTPError:
-                        self.text = ""
-                    else:
-                        # Filtered once here, not on every render: at a thousand
-                        # databases it is hundreds of kilobytes.
-                        self.text = "\n".join(litestream_series(raw))
-                await anyio.sleep(interval)
+        await anyio.sleep(1.0)  # not during the app's own startup
+        while True:
+            found = address()
+            self.text = await _scrape(found) if found else ""  # down: no stale series
+            await anyio.sleep(interval)
+
+
+async def _scrape(address: str) -> str:
+    """Litestream's ``litestream_*`` series at ``host:port``; "" if it does not answer.
+    Filtered once here, not on every render: at a thousand databases the whole text
+    is hundreds of kilobytes."""
+    host, _, port = address.rpartition(":")
+    try:
+        reply = await request("GET", "/metrics", tcp=(host or "127.0.0.1", int(port)),
+                              timeout=2.0)
+    except (LoopbackHTTPError, ValueError):
+        return ""
+    if reply.status != 200:
+        return ""
+    return "\n".join(litestream_series(reply.body.decode(errors="replace")))
 
 
 class MetricsWriter:
