@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import yaml
-
 from .._exceptions import ConfigError
 
 # Top-level keys the supervisor sets itself (see Settings.to_yaml).
@@ -42,6 +40,8 @@ _INHERITED = frozenset(("bucket", "endpoint", "region", "force-path-style", "ski
 def read_config_file(path: Path, environ: Mapping[str, str] | None = None
                      ) -> tuple[dict[str, Any], list[tuple[Path, str, dict[str, Any]]]]:
     """(the file's other top-level keys, [(database path, replica URL, replica config)])."""
+    import yaml  # only for a user's own file: what we write is JSON (config_text)
+
     option = "config_path"
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -143,7 +143,8 @@ def file_s3_keys(file_config: Mapping[str, Any], databases: Iterable[Any],
 
 
 class SecretRef(str):
-    """``${VAR}`` standing for a secret in a generated config. Written double-quoted,
+    """``${VAR}`` standing for a secret in a generated config. Written double-quoted
+    (:func:`config_text` writes every string so),
     and the variable holds the value escaped for that (:func:`yaml_escaped`): Litestream
     pastes it into the text before parsing, so any character survives."""
 
@@ -189,13 +190,13 @@ def file_secret_refs(file_config: Mapping[str, Any],
     return top, copies, values
 
 
-class YamlDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """libyaml's dumper when PyYAML has it (a thousand databases dump in a blink),
-    writing a :class:`SecretRef` double-quoted."""
-
-
-YamlDumper.add_representer(SecretRef, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", str(value), style='"'))
+def config_text(config: Mapping[str, Any]) -> str:
+    """Litestream's config file as JSON, which is YAML too (YAML 1.2 is a superset),
+    so writing it needs no YAML library: importing PyYAML cost ~8 ms of our import.
+    Every string is double-quoted, as a :class:`SecretRef` must be; the characters
+    YAML refuses raw are escaped like :func:`yaml_escaped` does."""
+    text = json.dumps(config, ensure_ascii=False, indent=2, default=str)
+    return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
 
 
 def yaml_escaped(value: str) -> str:

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import yaml
-
 from .._exceptions import ConfigError
 from .config_file import (
-    YamlDumper,
+    config_text,
     file_s3_keys,
     file_secret_refs,
     literal_secrets,
@@ -287,7 +285,7 @@ class Settings:
             config["socket"] = {"enabled": True, "path": str(socket_path)}
         if metrics_addr is not None:
             config["addr"] = metrics_addr  # Litestream's Prometheus /metrics, loopback only
-        return yaml.dump(config, Dumper=YamlDumper, sort_keys=False)
+        return config_text(config)
 
 
 def _bin_path(value: Any) -> Path | None:
