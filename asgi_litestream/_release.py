@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import platform
 import re
-from importlib import metadata as _metadata
 
 from ._exceptions import DownloadError, UnsupportedPlatformError
 
-try:
-    PACKAGE_VERSION = _metadata.version("asgi-litestream")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    PACKAGE_VERSION = "0.0.0"
+# This library's version, written only here: pyproject.toml reads it (setuptools `attr`),
+# asgi_litestream.__version__ and `asgi-litestream --version` show it.
+PACKAGE_VERSION = "0.1.0"
 
 DEFAULT_VERSION = "0.5.17"
 DEFAULT_DOWNLOAD_URL = "https://github.com/benbjohnson/litestream/releases/download"
