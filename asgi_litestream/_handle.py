@@ -9,14 +9,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._config.settings import Settings
-from ._primary.service import ReplicationService
 from ._restore.verify import Verification
 from ._state import Role, State
 from ._web.metrics import service_metrics
-from ._web.status import snapshot
+from ._web.view import ServiceView
+
+
+class Service(ServiceView, Protocol):
+    """What a Supervisor needs of a replication service (ReplicationService is one):
+    the routes' view, plus its state and the actions an app may take."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def role(self) -> Role | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def sync(self, *, timeout: float | None = None,
+                   database: str | os.PathLike[str] | None = None) -> dict[str, int]: ...
+
+    async def verify(self) -> Verification: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> bool: ...
 
 
 class Supervisor:
@@ -24,7 +49,7 @@ class Supervisor:
 
     __slots__ = ("_service",)
 
-    def __init__(self, service: ReplicationService) -> None:
+    def __init__(self, service: Service) -> None:
         self._service = service
 
     def __repr__(self) -> str:
@@ -60,17 +85,17 @@ class Supervisor:
 
     @property
     def restarts(self) -> int:
-        return self._service.keeper.restarts
+        return self._service.facts().restarts
 
     @property
     def version(self) -> str | None:
         """Litestream's version, once it has run."""
-        return self._service.keeper.version
+        return self._service.facts().version
 
     @property
     def last_flush_ok(self) -> bool | None:
         """Whether the last flush (stop() or shutdown) reached every replica."""
-        return self._service.keeper.last_flush_ok
+        return self._service.facts().last_flush_ok
 
     @property
     def config_path(self) -> Path:
@@ -80,12 +105,11 @@ class Supervisor:
     @property
     def sync_rounds(self) -> int:
         """How many syncs group commit has sent (far fewer than callers under load)."""
-        syncs = self._service.syncs
-        return 0 if syncs is None else syncs.rounds
+        return self._service.facts().sync_rounds
 
     def status(self) -> dict[str, Any]:
         """The status snapshot, as the status route serves it."""
-        return snapshot(self._service)
+        return self._service.status().to_json()
 
     def metrics(self) -> str:
         """The Prometheus text the metrics route serves (ours and Litestream's)."""
@@ -107,13 +131,13 @@ class Supervisor:
         """Prove the backup: restore the replica into a side file (never over the
         database), check that it holds every transaction committed before the call and
         passes SQLite's integrity check. The result also goes to the status."""
-        return await self._service.verifier.verify()
+        return await self._service.verify()
 
     async def start(self) -> None:
         """Start Litestream again after stop(); a no-op when it runs."""
-        await self._service.keeper.start()
+        await self._service.start()
 
     async def stop(self) -> bool:
         """Flush every database to its replica, then stop Litestream (the app keeps
         serving). Returns whether the flush reached every replica."""
-        return await self._service.keeper.stop()
+        return await self._service.stop()

@@ -21,6 +21,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_litestream import durable, position_header
+from asgi_litestream._locks.leader_info import LeaseStatus
+from asgi_litestream._primary.health import DatabaseStatus
+from asgi_litestream._primary.status import StatusSnapshot, VerificationStatus
+from asgi_litestream._state import Role, State
 
 # One /proc walk and one free-port finder for the tests and the benchmarks (re-exported).
 from bench._common import free_port as free_port
@@ -246,3 +250,24 @@ def litestreams_replicating(database: Path) -> list[int]:
         if str(database) in config:
             found.append(int(entry.name))
     return found
+
+
+def status_snapshot(data: dict[str, Any]) -> StatusSnapshot:
+    """A status snapshot record from (part of) the status route's JSON: what the page
+    and the metrics render, written as the route shows it. Absent keys read as unknown."""
+    found = data.get("verification")
+    verification = None if not found else VerificationStatus(
+        ok=found.get("ok"), duration_s=found.get("duration_s"), reason=found.get("reason"),
+        age_s=found.get("age_s"), published=found)
+    return StatusSnapshot(
+        name=data["name"], running=data.get("status") == "running",
+        state=State(data.get("state", "running")),
+        role=Role(data["role"]) if data.get("role") else None,
+        leader_pid=data.get("leader_pid"), worker_pid=data.get("worker_pid", os.getpid()),
+        healthy=data.get("healthy"), pid=data.get("pid"), uptime_s=data.get("uptime_s"),
+        restarts=data.get("restarts", 0), last_exit_code=data.get("last_exit_code"),
+        last_errors=tuple(data.get("last_errors") or ()),
+        last_flush_ok=data.get("last_flush_ok"), version=data.get("version"),
+        verification=verification, lease=LeaseStatus.from_json(data.get("lease")),
+        databases=tuple(DatabaseStatus(**{"replica": "", **db, "last_errors": tuple(
+            db.get("last_errors") or ())}) for db in data.get("databases") or ()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from asgi_litestream._cli.commands import _size
 from asgi_litestream._cli.commands import parse_txid as _txid
 from asgi_litestream._config.settings import Settings
 from asgi_litestream._exceptions import ConfigError, RestoreError
+from asgi_litestream._locks.leader_info import LeaderInfo
 from asgi_litestream._locks.workers import Leadership
 from asgi_litestream._restore.points import (
     _document,
@@ -22,6 +24,7 @@ from asgi_litestream._restore.points import (
     restore_points,
     restore_to,
 )
+from asgi_litestream._state import State
 
 
 def ltx(level: int, first: int, last: int, when: str, size: int = 100) -> dict[str, object]:
@@ -139,7 +142,7 @@ def test_restore_lock_refuses_while_a_leader_holds_the_database(tmp_path: Path) 
     config = settings(tmp_path)
     app = Leadership(config.databases)
     assert app.try_lead()
-    app.publish(state="running")
+    app.publish(LeaderInfo(pid=os.getpid(), state=State.RUNNING))
     with pytest.raises(RestoreError, match=r"is in use: an app is running it \(pid \d+\)"):
         with restore_lock(config.databases):
             pass

@@ -23,8 +23,10 @@ import pytest
 import yaml
 
 from asgi_litestream._config.databases import Database
+from asgi_litestream._locks.leader_info import LeaderInfo
 from asgi_litestream._locks.workers import Leadership
 from asgi_litestream._release import platform_asset
+from asgi_litestream._state import State
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = "0.0.0-cli-test"
@@ -381,7 +383,7 @@ def test_restore_force_is_refused_while_an_app_holds_the_database(backed_up: Res
     _write_notes(backed_up.db, "local")
     app = Leadership((Database(path=backed_up.db, replica_url=backed_up.replica_url),))
     assert app.try_lead()
-    app.publish(state="running")
+    app.publish(LeaderInfo(pid=os.getpid(), state=State.RUNNING))
     try:
         for args in (["--force"], ["--force", "--timestamp", "2999-01-01T00:00:00Z"]):
             refused = backed_up.run(*args)

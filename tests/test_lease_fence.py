@@ -329,7 +329,7 @@ async def test_a_lock_that_is_no_lease_never_kills_the_lease_task(
         async with anyio.create_task_group() as tg:
             tg.start_soon(acquire)
             await anyio.sleep(1.6)  # four polls
-            assert not won and keeper.to_json()["role"] == "waiting"
+            assert not won and keeper.status().role == "waiting"
             (tmp_path / "lock.json").unlink()
     assert won and keeper.lease is not None and keeper.lease.generation == 1
     unreadable = [r for r in caplog.records if "not a lease" in r.getMessage()]

@@ -8,6 +8,8 @@ from asgi_litestream._litestream.scrape import litestream_series
 from asgi_litestream._primary.group_sync import SyncStats
 from asgi_litestream._web.metrics import render_metrics
 
+from .helpers import status_snapshot
+
 STATUS = {
     "name": "orders", "status": "running", "state": "running", "role": "leader",
     "restarts": 2, "last_exit_code": None, "last_flush_ok": None, "verification": None,
@@ -28,7 +30,7 @@ def families() -> dict[str, list]:  # type: ignore[type-arg]
     stats.record(0.03, ok=True)
     stats.record(20.0, ok=False)
     # As LitestreamScrape keeps it: filtered once per scrape.
-    text = render_metrics(STATUS, sync=stats, sync_rounds=1, flush_seconds=None,
+    text = render_metrics(status_snapshot(STATUS), sync=stats, sync_rounds=1, flush_seconds=None,
                           litestream="\n".join(litestream_series(LITESTREAM)))
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 

@@ -36,6 +36,7 @@ from .._restore.points import (
     restore_to,
 )
 from .._restore.verify import Verification, verify
+from .._state import State
 
 PROG = "asgi-litestream"
 logger = logging.getLogger("asgi_litestream")
@@ -244,8 +245,8 @@ def run_verify(args: argparse.Namespace) -> int:
     except LitestreamError as exc:
         print(f"{PROG}: error: {explain(exc)}", file=sys.stderr)  # noqa: T201
         return _COULD_NOT_RUN
-    leader = Leadership(settings.databases).leader_info() or {}
-    socket = leader.get("socket") if leader.get("state") == "running" else None
+    leader = Leadership(settings.databases).leader_info()
+    socket = leader.socket if leader is not None and leader.state is State.RUNNING else None
     with generated_config(settings) as (config, workdir):
         env = settings.child_env(os.environ)
 

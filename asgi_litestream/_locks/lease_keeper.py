@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +43,7 @@ from .._exceptions import StartupError
 from .._litestream.replica_errors import classify
 from .._litestream.rfc3339 import format_time
 from .._state import State
+from .leader_info import LeaseStatus
 from .lease import (
     LOCK_NAME,
     Lease,
@@ -54,7 +55,6 @@ from .lease import (
 )
 from .lease_stores import lease_store
 from .watchdog import Killable, Watchdog
-from .workers import BOOT_ID
 
 if TYPE_CHECKING:
     from .._config.settings import Settings
@@ -143,7 +143,7 @@ class LeaseKeeper:
                       inherit_from: str | None = None, fail_fast: bool = False) -> bool:
         """Wait until we hold the lease (True), or until ``give_up()`` (False).
         ``inherit_from``: a holder known to be gone (the previous leading worker of
-        this host, see _service._lead), whose unexpired lease is taken over at once
+        this host, see LeaderInfo.lease_heir), whose unexpired lease is taken over at once
         rather than after its TTL. ``fail_fast``: a permanent error (_replica_errors)
         raises StartupError rather than wait (at boot; once replicating, S3's bad
         day is waited out)."""
@@ -284,21 +284,17 @@ class LeaseKeeper:
             return
         logger.info("litestream %r: released the lease %s", self.name, self.where)
 
-    def to_json(self) -> dict[str, Any]:
+    def status(self) -> LeaseStatus:
         """Holder, generation, expiry and our part, for the status route."""
         held = self.lease
         shown = held or self.seen
-        return {
-            "role": ("holder" if held else "fenced" if self.fenced_because
-                     else "waiting"),
-            "holder": shown.owner if shown else None,
-            "generation": held.generation if held else None,
-            "expires_at": shown.expires_at.isoformat() if shown else None,
-            "expires_in_s": round(_left(shown.expires_at), 1) if shown else None,
-            "ttl_s": self.ttl,
-            "fenced_because": self.fenced_because,
-            "error": self.last_error,
-        }
+        return LeaseStatus(
+            role="holder" if held else "fenced" if self.fenced_because else "waiting",
+            holder=shown.owner if shown else None,
+            generation=held.generation if held else None,
+            expires_at=shown.expires_at.isoformat() if shown else None,
+            expires_in_s=round(_left(shown.expires_at), 1) if shown else None,
+            ttl_s=self.ttl, fenced_because=self.fenced_because, error=self.last_error)
 
     def _fenced(self, why: str) -> str:
         self.lease, self.fenced_because = None, why
@@ -327,47 +323,6 @@ class LeaseKeeper:
                                   else within, 0)):
             return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True,
                                                   limiter=self._limiter)
-
-
-async def hold_the_lease(lease: LeaseKeeper, keeper: Fenced, *,
-                         behind: Callable[[], Awaitable[str | None]],
-                         give_up: Callable[[], bool]) -> None:
-    """While Litestream runs: renew; fenced, kill it at once (no final sync), win the
-    lease back and replicate again, unless the replica moved on meanwhile (someone
-    else wrote, or it cannot be told): restoring under the running app would swap the
-    file beneath its open connections, so it stays fenced and says to restart.
-    ``behind()`` says why the files are no longer in step (None: they are)."""
-    lease.guard(keeper)
-    while await lease.keep() is not None:
-        await keeper.kill(State.FENCED)
-        if not await lease.acquire(give_up=give_up):
-            return
-        moved_on = await behind()
-        if moved_on is not None:
-            await lease.release()
-            lease.fenced_because = moved_on
-            logger.error("litestream %r: FENCED for good: %s. Fix: restart the app; it "
-                         "restores the replica's copy before replicating", lease.name,
-                         lease.fenced_because)
-            return
-        logger.info("litestream %r: the lease is ours again; replicating again", lease.name)
-        try:
-            await keeper.start()
-        except StartupError as exc:
-            # Keep renewing: past the deadline keep() fences and we start over.
-            logger.error("litestream %r: could not start Litestream again: %s; NOT "
-                         "replicating", lease.name, exc)
-
-
-def lease_heir(previous: dict[str, object]) -> str | None:
-    """The lease owner we may take over from at once: the worker that led before us
-    on this kernel. We hold the leader flock now, which that worker and its Litestream
-    held until they were gone, and a flock means something only on one kernel (the
-    same boot id): never across hosts, where only the lease's expiry is proof."""
-    owner = previous.get("lease_owner")
-    if isinstance(owner, str) and BOOT_ID is not None and previous.get("boot_id") == BOOT_ID:
-        return owner
-    return None
 
 
 def _left(when: datetime) -> float:

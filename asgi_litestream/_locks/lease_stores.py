@@ -1,6 +1,7 @@
 """The lease stores: the lock object in an S3 bucket, or the lock file in a ``file://``
 replica directory. Both make each call of :class:`~.lease.LeaseStore` from three
-conditional primitives (create, replace, delete), as upstream's leaser makes it:
+conditional primitives (create, replace, delete), as upstream's leaser makes it
+(the protocol: _locks/conditional.py):
 
 acquire
     GET it (404: none). Held and not expired: refused, naming the holder. Otherwise
@@ -48,7 +49,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -56,16 +56,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .._config.urls import redact_url
 from .._exceptions import ConfigError
 from .._litestream.s3 import s3_client
+from .conditional import ConditionalStore, Conflict
 from .lease import (
     LOCK_NAME,
     Lease,
-    LeaseHeld,
-    LeaseLost,
     LeaseStore,
     LeaseStoreError,
-    LeaseUnreadable,
     check_lease_possible,
-    decode,
     default_owner,
     encode,
     utc_now,
@@ -74,118 +71,9 @@ from .lease import (
 logger = logging.getLogger("asgi_litestream")
 
 
-# -- The protocol, over any store with conditional create / replace / delete ---------
-
-def _check_ttl(ttl: float) -> None:
-    if not ttl > 0:
-        raise ValueError(f"ttl={ttl!r}: a lease lasts a positive number of seconds")
-
-
-class _Conflict(Exception):
-    """The object is not the version the write named (412), or is gone (404)."""
-
-    def __init__(self, *, gone: bool = False) -> None:
-        super().__init__("gone" if gone else "another version")
-        self.gone = gone
-
-
-class _ConditionalStore:
-    """acquire / renew / release from three conditional primitives."""
-
-    where: str  # the lock object, for messages
-
-    def __init__(self, *, owner: str, timeout: float) -> None:
-        self.owner = owner
-        self.timeout = timeout
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.where!r}, owner={self.owner!r})"
-
-    def _get(self) -> tuple[bytes, str] | None:
-        """The object's bytes and etag, or None."""
-        raise NotImplementedError
-
-    def _put(self, data: bytes, etag: str | None) -> str:
-        """Write if the object is at ``etag`` (None: if there is none); the new etag.
-        _Conflict if not."""
-        raise NotImplementedError
-
-    def _delete(self, lease: Lease) -> None:
-        """Remove if the object is at ``lease.etag``; _Conflict if it is another; nothing
-        if there is none."""
-        raise NotImplementedError
-
-    def read(self) -> Lease | None:
-        found = self._get()
-        if found is None:
-            return None
-        try:
-            return decode(*found)
-        except ValueError as exc:  # json's errors are ValueErrors too
-            # Held by someone unknown (a LeaseHeld), so acquire() waits; and a store
-            # error to whoever only reads it.
-            raise LeaseUnreadable(self.where, str(exc)) from None
-
-    def acquire(self, ttl: float) -> Lease:
-        _check_ttl(ttl)
-        current = self.read()
-        for _ in range(2):  # a second try only if the race was with a release
-            if current is not None and not current.expired():
-                raise LeaseHeld(self.where, current.owner, current.expires_at)
-            try:
-                lease = self._write(current.generation + 1 if current else 1, ttl,
-                                    current.etag if current else None)
-            except _Conflict:
-                current = self.read()  # another writer won: name them
-                continue
-            logger.debug("lease %s acquired: generation %d, owner %s, until %s",
-                         self.where, lease.generation, lease.owner, lease.expires_at)
-            return lease
-        raise LeaseStoreError(f"the lease {self.where} changed under every attempt to "
-                              "acquire it. Fix: retry")
-
-    def renew(self, lease: Lease, ttl: float) -> Lease:
-        _check_ttl(ttl)
-        try:
-            renewed = self._write(lease.generation, ttl, lease.etag)
-        except _Conflict:
-            raise LeaseLost(f"the lease {self.where} (generation {lease.generation}) is no "
-                            "longer ours: another writer took it over") from None
-        logger.debug("lease %s renewed until %s", self.where, renewed.expires_at)
-        return renewed
-
-    def release(self, lease: Lease) -> None:
-        try:
-            self._delete(lease)
-        except _Conflict:
-            raise LeaseLost(f"the lease {self.where} (generation {lease.generation}) is no "
-                            "longer ours to release: another writer took it over") from None
-        logger.debug("lease %s released", self.where)
-
-    def take_over(self, seen: Lease, ttl: float) -> Lease:
-        _check_ttl(ttl)
-        try:
-            lease = self._write(seen.generation + 1, ttl, seen.etag)
-        except _Conflict:
-            current = self.read()
-            if current is None:
-                raise LeaseStoreError(f"the lease {self.where} was released meanwhile. "
-                                      "Fix: acquire it") from None
-            raise LeaseHeld(self.where, current.owner, current.expires_at) from None
-        logger.debug("lease %s taken over from %s: generation %d", self.where,
-                     seen.owner, lease.generation)
-        return lease
-
-    def _write(self, generation: int, ttl: float, etag: str | None) -> Lease:
-        expires_at = utc_now() + timedelta(seconds=ttl)
-        new_etag = self._put(encode(generation, expires_at, self.owner), etag)
-        return Lease(generation=generation, expires_at=expires_at, owner=self.owner,
-                     etag=new_etag)
-
-
 # -- S3 -------------------------------------------------------------------------------
 
-class S3LeaseStore(_ConditionalStore):
+class S3LeaseStore(ConditionalStore):
     """The lease object in an S3 bucket, written with boto3's conditional requests."""
 
     def __init__(self, bucket: str, path: str, query: Mapping[str, str],
@@ -208,7 +96,7 @@ class S3LeaseStore(_ConditionalStore):
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        """botocore's errors as _Conflict or LeaseStoreError."""
+        """botocore's errors as Conflict or LeaseStoreError."""
         try:
             yield
         except self._botocore.ClientError as exc:
@@ -216,9 +104,9 @@ class S3LeaseStore(_ConditionalStore):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = error.get("Code")
             if status == 412 or code == "PreconditionFailed":
-                raise _Conflict() from None
+                raise Conflict() from None
             if code in ("NoSuchKey", "NotFound", "404"):  # not NoSuchBucket: an error
-                raise _Conflict(gone=True) from None
+                raise Conflict(gone=True) from None
             raise LeaseStoreError(
                 f"{action} {self.where}: S3 answered {status} {error.get('Code')}: "
                 f"{error.get('Message')}") from exc
@@ -230,7 +118,7 @@ class S3LeaseStore(_ConditionalStore):
             with self._errors("reading"):
                 answer = self._client().get_object(Bucket=self.bucket, Key=self.key)
                 return answer["Body"].read(), answer["ETag"]
-        except _Conflict:
+        except Conflict:
             return None
 
     def _put(self, data: bytes, etag: str | None) -> str:
@@ -252,7 +140,7 @@ class S3LeaseStore(_ConditionalStore):
                 # No conditional DELETE on this server: leave the lease expired, which
                 # reads as free to us and to upstream.
                 self._put(encode(lease.generation, utc_now(), self.owner), lease.etag)
-        except _Conflict as exc:
+        except Conflict as exc:
             if not exc.gone:
                 raise
 
@@ -265,7 +153,7 @@ def _not_implemented(error: BaseException | None) -> bool:
 
 # -- A directory ----------------------------------------------------------------------
 
-class FileLeaseStore(_ConditionalStore):
+class FileLeaseStore(ConditionalStore):
     """The lease file in a ``file://`` replica directory (one host only)."""
 
     def __init__(self, directory: Path, *, owner: str, timeout: float = 5.0) -> None:
@@ -302,11 +190,11 @@ class FileLeaseStore(_ConditionalStore):
                     try:
                         os.link(temp, self.path)
                     except FileExistsError:
-                        raise _Conflict from None
+                        raise Conflict from None
                 else:
                     with self._mutex():
                         if self._current_etag() != etag:
-                            raise _Conflict
+                            raise Conflict
                         os.replace(temp, self.path)
             finally:
                 temp.unlink(missing_ok=True)
@@ -318,7 +206,7 @@ class FileLeaseStore(_ConditionalStore):
             if current is None:
                 return
             if current != lease.etag:
-                raise _Conflict
+                raise Conflict
             self.path.unlink()
 
     def _current_etag(self) -> str | None:

@@ -18,17 +18,16 @@ beside it:
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 from .._config.databases import Database
 from .._state import State
+from .leader_info import LeaderInfo
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -90,11 +89,11 @@ class Leadership:
             self._leader_fds = self._lock_all("leader", fcntl.LOCK_EX)
         return self.leading
 
-    def publish(self, **info: Any) -> None:
+    def publish(self, info: LeaderInfo) -> None:
         """Tell the standbys who leads and where its control socket is. Best effort:
         a full or failing disk must never stop a flush or a shutdown (the standbys
         then see stale news, and at worst wait a bounded while)."""
-        data = json.dumps({"pid": os.getpid(), **info}).encode()
+        data = info.encode()
         for fd in self._leader_fds:
             try:
                 # Write past the old content first, then cut: a reader never sees an
@@ -108,19 +107,18 @@ class Leadership:
                                    _lock_path(self.paths[0], "leader"), exc)
                 self._publish_failed = True
 
-    def leader_info(self) -> dict[str, Any] | None:
+    def leader_info(self) -> LeaderInfo | None:
         """What the current leader published (None if nobody has, or mid-write)."""
         try:
-            text = _lock_path(self.paths[0], "leader").read_text()
-            info = json.loads(text)
-        except (OSError, ValueError):
+            text = _lock_path(self.paths[0], "leader").read_bytes()
+        except OSError:
             return None
-        return info if isinstance(info, dict) else None
+        return LeaderInfo.from_json(text)
 
     def resign(self) -> None:
         try:
             if self._leader_fds:
-                self.publish(state="stopped")
+                self.publish(LeaderInfo(pid=os.getpid(), state=State.STOPPED))
         finally:
             for fd in self._leader_fds:
                 os.close(fd)  # Litestream's inherited copy is gone by now
@@ -179,9 +177,8 @@ class Leadership:
                 if info is None:  # mid-write: look again
                     await anyio.sleep(0.02)
                     continue
-                state = info.get("state")
-                if state != State.STOPPING.value and (
-                    state != State.RUNNING.value or time.monotonic() > grace
+                if info.state is not State.STOPPING and (
+                    info.state is not State.RUNNING or time.monotonic() > grace
                 ):
                     return
                 await anyio.sleep(0.02)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from .._litestream.control import ControlClient, ControlError
+from .._locks.leader_info import LeaderInfo
 from .._locks.workers import Leadership
 from .._state import Role, State
 
@@ -18,14 +18,15 @@ class Election:
     def __init__(self, leadership: Leadership, own_control: ControlClient) -> None:
         self.leadership = leadership
         self.role: Role | None = None
-        self.leader: dict[str, Any] = {}  # what the leading worker published
+        self.leader = LeaderInfo(pid=None)  # what the leading worker published
         self.leader_ok = False  # the leader's Litestream answered when last asked
         self._own_control = own_control
         self._leader_control: ControlClient | None = None
         self._stale: list[ControlClient] = []
 
     def lead(self) -> None:
-        self.role, self.leader, self.leader_ok = Role.LEADER, {"pid": os.getpid()}, False
+        self.role, self.leader_ok = Role.LEADER, False
+        self.leader = LeaderInfo(pid=os.getpid())
 
     def stand_by(self) -> None:
         self.role = Role.STANDBY
@@ -33,7 +34,7 @@ class Election:
     async def find_leader(self) -> bool:
         """True once another worker leads and its Litestream answers as published."""
         info = self.leadership.leader_info()
-        if not info or info.get("state") != State.RUNNING.value:
+        if info is None or info.state is not State.RUNNING:
             return False
         self.role, self.leader = Role.STANDBY, info
         control = self.control()
@@ -43,13 +44,13 @@ class Election:
             found = await control.info()
         except ControlError:
             return False
-        self.leader_ok = found.get("pid") == info.get("litestream_pid")
+        self.leader_ok = found.get("pid") == info.litestream_pid
         return self.leader_ok
 
     def leader_running(self) -> bool:
         """Re-read what the leader published; whether it says it replicates."""
         self.leader = self.leadership.leader_info() or self.leader
-        running = self.leader.get("state") == State.RUNNING.value
+        running = self.leader.state is State.RUNNING
         self.leader_ok = self.leader_ok and running
         return running
 
@@ -57,7 +58,7 @@ class Election:
         """Our own control socket when leading; the leader's when standing by."""
         if self.role is not Role.STANDBY:
             return self._own_control
-        socket = self.leader.get("socket")
+        socket = self.leader.socket
         if not socket:
             return None
         if self._leader_control is None or str(self._leader_control.socket_path) != socket:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,31 @@ _HISTORY_EVERY = 10.0  # seconds between two samples of the delay
 _HISTORY_SAMPLES = 360  # an hour of them
 _JOURNAL_CHECKS_PER_POLL = 4
 _POSITIONS_PER_POLL = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseStatus:
+    """One database's part of the status snapshot, as of the last poll."""
+
+    path: str
+    replica: str  # redacted
+    litestream_status: str | None = None
+    txid: int | None = None
+    replicated_txid: int | None = None
+    lag: int | None = None  # Litestream transactions the replica misses
+    behind_s: float | None = None  # the replication delay (DatabaseHealth.delay)
+    last_sync_at: str | None = None
+    healthy: bool | None = None  # None: unknown (not polled yet)
+    error: str | None = None
+    last_errors: tuple[str, ...] = ()  # Litestream's, about this database
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "replica": self.replica,
+                "litestream_status": self.litestream_status, "txid": self.txid,
+                "replicated_txid": self.replicated_txid, "lag": self.lag,
+                "behind_s": self.behind_s, "last_sync_at": self.last_sync_at,
+                "healthy": self.healthy, "error": self.error,
+                "last_errors": list(self.last_errors)}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -96,21 +121,17 @@ class DatabaseHealth:
         delay = self.delay(now)
         return None if delay is None else delay <= max_lag_seconds
 
-    def to_json(self, now: float, max_lag_seconds: float,
-                last_errors: list[str]) -> dict[str, Any]:
-        return {
-            "path": str(self.database.path),
-            "replica": self.replica,
-            "litestream_status": self.litestream_status,
-            "txid": self.txid,
-            "replicated_txid": self.replicated_txid,
-            "lag": self.lag(),
-            "behind_s": None if (delay := self.delay(now)) is None else round(delay, 3),
-            "last_sync_at": self.last_sync_at,
-            "healthy": self.healthy(now, max_lag_seconds),
-            "error": self.error,
-            "last_errors": last_errors,
-        }
+    def status(self, now: float, max_lag_seconds: float,
+               last_errors: tuple[str, ...]) -> DatabaseStatus:
+        """As of ``now`` (unix time): this database's part of the status snapshot."""
+        delay = self.delay(now)
+        return DatabaseStatus(
+            path=str(self.database.path), replica=self.replica,
+            litestream_status=self.litestream_status, txid=self.txid,
+            replicated_txid=self.replicated_txid, lag=self.lag(),
+            behind_s=None if delay is None else round(delay, 3),
+            last_sync_at=self.last_sync_at, healthy=self.healthy(now, max_lag_seconds),
+            error=self.error, last_errors=last_errors)
 
 
 class HealthPoller:
@@ -126,7 +147,7 @@ class HealthPoller:
         self.changes = 0  # bumped by every poll, for the status route's cache
         self._journal_turn = self._position_turn = 0
         self._listed: set[Any] = set()  # the paths of the last /list, as strings
-        self._rendered: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
+        self._rendered: tuple[tuple[int, int], tuple[DatabaseStatus, ...]] | None = None
         # Per listed database, the delay over the last hour (the status page's chart);
         # not for a folder's databases, which may be thousands.
         self._history = {str(path): deque[tuple[float, float | None]](
@@ -260,15 +281,16 @@ class HealthPoller:
                 health.unhealthy_since = None
 
     def snapshot(self, now: float, errors_of: Callable[[str], list[str]],
-                 log_changes: int = 0) -> list[dict[str, Any]]:
-        """Per database, as of the last poll (``now``: unix time): rendered once per
-        poll and per new Litestream error, since a thousand of them take milliseconds.
-        The delay it shows may so be up to one ``health_interval`` old."""
+                 log_changes: int = 0) -> tuple[DatabaseStatus, ...]:
+        """Per database, as of the last poll (``now``: unix time): made once per poll
+        and per new Litestream error, since a thousand of them take milliseconds (the
+        same tuple until then, so its JSON can be reused too). The delay it shows may
+        so be up to one ``health_interval`` old."""
         key = (self.changes, log_changes)
         if self._rendered is None or self._rendered[0] != key:
-            self._rendered = (key, [h.to_json(now, self.max_lag,
-                                              errors_of(h.database.path.name))
-                                    for h in self._health.values()])
+            self._rendered = (key, tuple(
+                h.status(now, self.max_lag, tuple(errors_of(h.database.path.name)))
+                for h in self._health.values()))
         return self._rendered[1]
 
 
@@ -287,10 +309,11 @@ def _empty(path: Path) -> bool:
         return False
 
 
-def overall_health(databases: list[bool | None]) -> bool | None:
+def overall_health(databases: Iterable[bool | None]) -> bool | None:
     """All healthy → True; any unhealthy → False; otherwise unknown (None)."""
-    if any(healthy is False for healthy in databases):
+    found = set(databases)
+    if False in found:
         return False
-    if any(healthy is None for healthy in databases):
+    if None in found:
         return None
     return True

@@ -37,6 +37,7 @@ from .._litestream.logs import scrub
 from .._litestream.rfc3339 import parse_time
 from .._litestream.workdir import generated_config
 from .._locks.workers import Leadership
+from .._state import State
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -211,10 +212,10 @@ def restore_lock(databases: Sequence[Database]) -> Iterator[None]:
                 continue
             lock = Leadership((db,))
             if not lock.try_lead() or not lock.others_gone():
-                info = lock.leader_info() or {}
+                info = lock.leader_info()
                 lock.resign()
-                pid = f" (pid {info['pid']})" if "pid" in info and info.get("state") != \
-                    "stopped" else ""
+                pid = (f" (pid {info.pid})" if info is not None and info.pid is not None
+                       and info.state is not State.STOPPED else "")
                 raise RestoreError(
                     f"{db.path} is in use: an app is running it{pid}, so restoring over it "
                     "would corrupt it and its replica. Fix: stop the app first, or restore "

@@ -16,6 +16,8 @@ from html import escape
 from typing import Any
 
 from .._litestream.rfc3339 import parse_time
+from .._primary.health import DatabaseStatus
+from .._primary.status import StatusSnapshot, VerificationStatus
 
 _HOUR = 3600.0
 _W, _H = 600, 100  # the chart's viewBox; CSS stretches it to the card's width
@@ -62,39 +64,39 @@ footer{color:var(--dim);font-size:.8rem}small{color:var(--dim)}.ago{white-space:
 
 
 def render_dashboard(
-    status: Mapping[str, Any],
+    status: StatusSnapshot,
     history: Mapping[str, Sequence[tuple[float, float | None]]],
     *,
     restore_points: Mapping[str, Sequence[Mapping[str, Any]] | None] | None = None,
     now: float | None = None,
 ) -> str:
-    """The whole status page for ``status`` (the status route's JSON), with the delay
+    """The whole status page for ``status`` (the status snapshot), with the delay
     ``history`` per database path (unix time, behind_s or None; oldest first) and the
     ``restore_points`` per database path (None, or no entry: not known; empty: none)."""
     now = time.time() if now is None else now
-    healthy, state = status.get("healthy"), str(status.get("state"))
-    overall = "bad" if healthy is False or status.get("status") != "running" else (
+    healthy, state = status.healthy, status.state.value
+    overall = "bad" if healthy is False or not status.running else (
         "ok" if healthy else "warn")
     state_tone = "ok" if state in _GOOD_STATES else ("bad" if state in _BAD_STATES else "warn")
-    flush = status.get("last_flush_ok")
+    flush = status.last_flush_ok
     facts = _facts(
-        ("status", _text(status.get("status"))),
-        ("role", _text(status.get("role"))),
-        ("uptime", _duration(status.get("uptime_s"), "not running")),
-        ("restarts", _text(status.get("restarts"))),
-        ("last exit code", _text(status.get("last_exit_code"), "none")),
+        ("status", _text("running" if status.running else "down")),
+        ("role", _text(None if status.role is None else status.role.value)),
+        ("uptime", _duration(status.uptime_s, "not running")),
+        ("restarts", _text(status.restarts)),
+        ("last exit code", _text(status.last_exit_code, "none")),
         ("last flush", _text(None, "none yet") if flush is None else
          _tone(bool(flush), "reached the replica", "did not reach the replica")),
-        ("verification", _verification(status.get("verification"))),
-        ("Litestream", f"{_text(status.get('version'))} · pid {_text(status.get('pid'))}"),
-        ("leader worker", _text(status.get("leader_pid"))),
-        ("this worker", _text(status.get("worker_pid"))),
+        ("verification", _verification(status.verification)),
+        ("Litestream", f"{_text(status.version)} · pid {_text(status.pid)}"),
+        ("leader worker", _text(status.leader_pid)),
+        ("this worker", _text(status.worker_pid)),
     )
     databases = "".join(
-        _database(db, history.get(str(db.get("path")), ()), now,
-                  None if restore_points is None else restore_points.get(str(db.get("path"))))
-        for db in status.get("databases") or ())
-    name = escape(str(status.get("name")))
+        _database(db, history.get(db.path, ()), now,
+                  None if restore_points is None else restore_points.get(db.path))
+        for db in status.databases)
+    name = escape(status.name)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -104,34 +106,34 @@ def render_dashboard(
         f'<h1>Litestream <small id="name">{name}</small></h1><div class="badges">'
         f'<span id="state" data-state="{escape(state)}" class="badge {state_tone}">'
         f"{escape(state)}</span>{_health_badge(healthy, 'health')}</div>{facts}"
-        f'<h3>Last errors</h3>{_errors(status.get("last_errors"), "errors")}</section>'
+        f'<h3>Last errors</h3>{_errors(status.last_errors, "errors")}</section>'
         f'{databases}<footer>As of <time id="now">{_clock(now)}</time> · refreshes every 10 s'
         "</footer></main></body></html>"
     )
 
 
-def _database(db: Mapping[str, Any], samples: Sequence[tuple[float, float | None]],
+def _database(db: DatabaseStatus, samples: Sequence[tuple[float, float | None]],
               now: float, points: Sequence[Mapping[str, Any]] | None) -> str:
-    healthy = db.get("healthy")
+    healthy = db.healthy
     tone = "ok" if healthy else ("warn" if healthy is None else "bad")
-    path = escape(str(db.get("path")))
+    path = escape(db.path)
     facts = [
-        ("delay", _seconds(db.get("behind_s"))),
-        ("Litestream says", _text(db.get("litestream_status"))),
-        ("local txid", _text(db.get("txid"))),
-        ("replica txid", _text(db.get("replicated_txid"))),
-        ("lag (syncs)", _text(db.get("lag"))),
-        ("last sync", _when(db.get("last_sync_at"), now)),
+        ("delay", _seconds(db.behind_s)),
+        ("Litestream says", _text(db.litestream_status)),
+        ("local txid", _text(db.txid)),
+        ("replica txid", _text(db.replicated_txid)),
+        ("lag (syncs)", _text(db.lag)),
+        ("last sync", _when(db.last_sync_at, now)),
     ]
-    if db.get("error"):
-        facts.append(("poll error", f'<span class="bad">{_text(db["error"])}</span>'))
+    if db.error:
+        facts.append(("poll error", f'<span class="bad">{_text(db.error)}</span>'))
     return (
         f'<section class="card {tone} database" data-database="{path}">'
         f'<div class="head"><h2 class="path">{path}</h2>{_health_badge(healthy)}</div>'
-        f'<p class="to">&rarr; <code class="replica">{_text(db.get("replica"))}</code></p>'
+        f'<p class="to">&rarr; <code class="replica">{_text(db.replica)}</code></p>'
         f"{_facts(*facts)}<h3>Delay, last hour</h3>{_chart(samples, now)}"
         f"<h3>Restore points</h3>{_restore_points(points, now)}"
-        f"<h3>Last errors</h3>{_errors(db.get('last_errors'))}</section>"
+        f"<h3>Last errors</h3>{_errors(db.last_errors)}</section>"
     )
 
 
@@ -219,15 +221,15 @@ def _health_badge(healthy: Any, element_id: str | None = None) -> str:
             f"{word}</span>")
 
 
-def _verification(found: Any) -> str:
-    if not found:
+def _verification(found: VerificationStatus | None) -> str:
+    if found is None:
         return _text(None, "never")
-    text = _tone(bool(found.get("ok")), "ok", "FAILED")
-    if found.get("age_s") is not None:
-        text += f" · {_duration(found['age_s'], '')} ago"
-    if found.get("duration_s") is not None:
-        text += f" · took {_seconds(found['duration_s'])}"
-    return text + (f"<br><small>{_text(found['reason'])}</small>" if found.get("reason") else "")
+    text = _tone(bool(found.ok), "ok", "FAILED")
+    if found.age_s is not None:
+        text += f" · {_duration(found.age_s, '')} ago"
+    if found.duration_s is not None:
+        text += f" · took {_seconds(found.duration_s)}"
+    return text + (f"<br><small>{_text(found.reason)}</small>" if found.reason else "")
 
 
 def _errors(lines: Any, element_id: str | None = None) -> str:

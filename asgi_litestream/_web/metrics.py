@@ -12,53 +12,49 @@ clash with the app's own in a shared registry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from .._litestream.scrape import MetricsWriter, format_labels, format_value
 from .._primary.group_sync import SYNC_BUCKETS, SyncStats
+from .._primary.health import DatabaseStatus
+from .._primary.status import StatusSnapshot
 from .._state import Role, State
-from .status import snapshot
-
-if TYPE_CHECKING:
-    from .._primary.service import ReplicationService
+from .view import ServiceView
 
 
-def service_metrics(service: ReplicationService) -> str:
+def service_metrics(service: ServiceView) -> str:
     """The metrics of one running service, as the metrics route serves them."""
-    syncs = service.syncs
-    return render_metrics(
-        snapshot(service), sync=syncs.stats if syncs is not None else SyncStats(),
-        sync_rounds=syncs.rounds if syncs is not None else 0,
-        flush_seconds=service.keeper.last_flush_seconds,
-        litestream=service.scrape.text,
-    )
+    facts = service.facts()
+    return render_metrics(service.status(), sync=facts.sync_stats,
+                          sync_rounds=facts.sync_rounds,
+                          flush_seconds=facts.last_flush_seconds,
+                          litestream=facts.litestream_metrics)
 
 
-def render_metrics(status: Mapping[str, Any], *, sync: SyncStats, sync_rounds: int,
+def render_metrics(status: StatusSnapshot, *, sync: SyncStats, sync_rounds: int,
                    flush_seconds: float | None, litestream: str) -> str:
     """The Prometheus text exposition (version 0.0.4) of one service; ``litestream``
     is Litestream's own series, already filtered (LitestreamScrape.text)."""
-    name = {"name": status["name"]}
+    name = {"name": status.name}
     out = MetricsWriter()
     out.family("asgi_litestream_up", "gauge", "1 while the databases are being replicated.",
-               [(name, status["status"] == "running")])
+               [(name, status.running)])
     out.family("asgi_litestream_state", "gauge", "The supervisor's state (one-hot).",
-               [({**name, "state": s.value}, status["state"] == s.value) for s in State])
+               [({**name, "state": s.value}, status.state is s) for s in State])
     out.family("asgi_litestream_role", "gauge", "This worker's role (one-hot).",
-               [({**name, "role": r.value}, status["role"] == r.value) for r in Role])
+               [({**name, "role": r.value}, status.role is r) for r in Role])
     out.family("asgi_litestream_restarts_total", "counter",
-               "Automatic restarts of Litestream since startup.", [(name, status["restarts"])])
+               "Automatic restarts of Litestream since startup.", [(name, status.restarts)])
     out.family("asgi_litestream_last_exit_code", "gauge",
                "Litestream's last exit code (negative: a signal).",
-               [(name, status["last_exit_code"])])
-    databases = status["databases"]
-    per_db = [({**name, "db": d["path"]}, d) for d in databases]
-    for metric, key, kind, help_text in _DATABASE_SERIES:
-        out.family(metric, kind, help_text, [(labels, d[key]) for labels, d in per_db])
+               [(name, status.last_exit_code)])
+    per_db = [({**name, "db": d.path}, d) for d in status.databases]
+    for metric, read, kind, help_text in _DATABASE_SERIES:
+        out.family(metric, kind, help_text, [(labels, read(d)) for labels, d in per_db])
     out.family("asgi_litestream_final_flush_ok", "gauge",
                "Whether the last flush (stop or shutdown) reached every replica.",
-               [(name, status["last_flush_ok"])])
+               [(name, status.last_flush_ok)])
     out.family("asgi_litestream_final_flush_seconds", "gauge",
                "How long the last flush took.", [(name, flush_seconds)])
     out.family("asgi_litestream_durable_sync_rounds_total", "counter",
@@ -68,40 +64,42 @@ def render_metrics(status: Mapping[str, Any], *, sync: SyncStats, sync_rounds: i
                "Durable waits that failed (Litestream down, or the replica too slow).",
                [(name, sync.failures)])
     _histogram(out, name, sync)
-    lease = status.get("lease")
+    lease = status.lease
     if lease is not None:  # lease=True: one writer across hosts
         out.family("asgi_litestream_lease_held", "gauge",
                    "1 while this app holds the replica's lease.",
-                   [(name, lease["role"] == "holder")])
+                   [(name, lease.role == "holder")])
         out.family("asgi_litestream_lease_fenced", "gauge",
                    "1 while fenced: the lease could have been lost, nothing replicates.",
-                   [(name, lease["role"] == "fenced")])
+                   [(name, lease.role == "fenced")])
         out.family("asgi_litestream_lease_generation", "gauge",
-                   "Generation of the lease held.", [(name, lease["generation"])])
+                   "Generation of the lease held.", [(name, lease.generation)])
         out.family("asgi_litestream_lease_expires_in_seconds", "gauge",
                    "Seconds until the lease (ours, or the holder's) expires.",
-                   [(name, lease["expires_in_s"])])
-    verification = status.get("verification") or {}
+                   [(name, lease.expires_in_s)])
+    verification = status.verification
     out.family("asgi_litestream_verification_ok", "gauge",
                "Whether the last verification of the backup passed.",
-               [(name, verification.get("ok"))])
+               [(name, None if verification is None else verification.ok)])
     out.family("asgi_litestream_verification_age_seconds", "gauge",
                "Seconds since the last verification began.",
-               [(name, verification.get("age_s"))])
+               [(name, None if verification is None else verification.age_s)])
     out.family("asgi_litestream_verification_duration_seconds", "gauge",
                "How long the last verification took.",
-               [(name, verification.get("duration_s"))])
+               [(name, None if verification is None else verification.duration_s)])
     return "\n".join([*out.lines, *([litestream] if litestream else [])]) + "\n"
 
 
-_DATABASE_SERIES = (
-    ("asgi_litestream_txid", "txid", "gauge", "Local position (Litestream transaction id)."),
-    ("asgi_litestream_replicated_txid", "replicated_txid", "gauge",
+_DATABASE_SERIES: tuple[tuple[str, Callable[[DatabaseStatus], Any], str, str], ...] = (
+    ("asgi_litestream_txid", lambda d: d.txid, "gauge",
+     "Local position (Litestream transaction id)."),
+    ("asgi_litestream_replicated_txid", lambda d: d.replicated_txid, "gauge",
      "Position the replica holds."),
-    ("asgi_litestream_lag", "lag", "gauge", "Litestream transactions the replica misses."),
-    ("asgi_litestream_delay_seconds", "behind_s", "gauge",
+    ("asgi_litestream_lag", lambda d: d.lag, "gauge",
+     "Litestream transactions the replica misses."),
+    ("asgi_litestream_delay_seconds", lambda d: d.behind_s, "gauge",
      "Replication delay: age of the oldest change the replica misses."),
-    ("asgi_litestream_healthy", "healthy", "gauge",
+    ("asgi_litestream_healthy", lambda d: d.healthy, "gauge",
      "1 healthy, 0 not (absent while unknown)."),
 )
 

@@ -30,11 +30,9 @@ from starlette.types import Receive, Scope, Send
 
 from .._config.settings import Settings
 from .._follower.replica import ReadReplica
-from .._primary.group_sync import SyncStats
-from .._primary.service import ReplicationService
 from .._restore.points import list_restore_points_within
 from .metrics import service_metrics
-from .status import snapshot, snapshot_key
+from .view import ServiceView
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -126,7 +124,7 @@ class Routes:
 
     def __init__(self, *, status_path: str | None, metrics_path: str | None,
                  dashboard_path: str | None) -> None:
-        self.service: ReplicationService | None = None
+        self.service: ServiceView | None = None
         self.follower: ReadReplica | None = None  # instead, on a read replica
         self.paths: dict[str, Handler] = {}
         for path, handler in ((status_path, self._status), (metrics_path, self._metrics),
@@ -185,18 +183,18 @@ class Routes:
         service = self.service
         if service is None:
             return _NOT_STARTED, _NOT_STARTED, False, False
-        key = snapshot_key(service)
+        key = service.status_key()
         if key != self._status_key:
-            status = snapshot(service)
-            public = _dumps(_public(status))
-            databases = status.pop("databases")
-            # The databases' part is the same list until the next poll: encoded once
+            status = service.status()
+            head = status.to_json(databases=False)
+            public = _dumps(_public(head))
+            # The databases' part is the same tuple until the next poll: encoded once
             # (a thousand databases take milliseconds), spliced into the rest.
+            databases = status.databases
             if databases is not self._databases_cache[0]:
-                self._databases_cache = (databases, _dumps(databases))
-            body = _dumps(status)[:-1] + b',"databases":' + self._databases_cache[1] + b"}"
-            self._status_cache = (body, public, status["status"] == "running",
-                                  status["healthy"] is True)
+                self._databases_cache = (databases, _dumps([d.to_json() for d in databases]))
+            body = _dumps(head)[:-1] + b',"databases":' + self._databases_cache[1] + b"}"
+            self._status_cache = (body, public, status.running, status.healthy is True)
             self._status_key = key
         return self._status_cache
 
@@ -219,10 +217,9 @@ class Routes:
             await _respond(send, 200, found.metrics().encode(), _PROMETHEUS, head=head)
             return
         service = found
-        syncs = service.syncs
-        stats = syncs.stats if syncs is not None else SyncStats()
-        key = (snapshot_key(service), stats.callers, service.scrape.text,
-               service.keeper.last_flush_seconds)
+        facts = service.facts()
+        key = (service.status_key(), facts.sync_stats.callers, facts.litestream_metrics,
+               facts.last_flush_seconds)
         if key != self._metrics_key:
             self._metrics_cache = service_metrics(service).encode()
             self._metrics_key = key
@@ -244,11 +241,11 @@ class Routes:
             return
         from .dashboard import render_dashboard  # only when someone looks
 
-        page = render_dashboard(snapshot(service), service.health.history(),
+        page = render_dashboard(service.status(), service.history(),
                                 restore_points=await self._restore_points(service))
         await _respond(send, 200, page.encode(), _HTML, head=head)
 
-    async def _restore_points(self, service: ReplicationService
+    async def _restore_points(self, service: ServiceView
                               ) -> dict[str, list[dict[str, Any]] | None] | None:
         """What the replicas hold, per database (None: not known), listed at most once
         a minute and one listing at a time (it runs `litestream ltx`). The listing runs

@@ -13,7 +13,9 @@ import pytest
 
 import asgi_litestream
 from asgi_litestream._config.databases import Database
+from asgi_litestream._locks.leader_info import LeaderInfo
 from asgi_litestream._locks.workers import Leadership
+from asgi_litestream._state import State
 from tests.helpers import client, file_app, lifespan, restore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -82,8 +84,8 @@ def test_a_leader_file_that_cannot_be_written_is_not_fatal(
     assert leadership.try_lead()
     read_only = os.open(tmp_path / ".app.db.litestream-leader", os.O_RDONLY)
     leadership._leader_fds.append(read_only)
-    leadership.publish(state="running")
-    leadership.publish(state="stopping")
+    leadership.publish(LeaderInfo(pid=os.getpid(), state=State.RUNNING))
+    leadership.publish(LeaderInfo(pid=os.getpid(), state=State.STOPPING))
     leadership.resign()
     assert caplog.text.count("cannot update") == 1
     assert leadership.fds == []

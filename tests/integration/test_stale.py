@@ -401,6 +401,7 @@ async def test_a_standby_that_finds_the_file_stale_never_replicates_it_even_at_s
     shutdown's final flush does not start Litestream on it: the replica keeps A's rows."""
     from asgi_litestream._config.settings import Settings
     from asgi_litestream._litestream.workdir import private_workdir, write_config
+    from asgi_litestream._primary.handover import hand_over_and_stop
     from asgi_litestream._primary.service import ReplicationService
 
     url = f"file://{tmp_path}/replica"
@@ -423,9 +424,11 @@ async def test_a_standby_that_finds_the_file_stale_never_replicates_it_even_at_s
             service.keeper.task_group = group
             assert service.leadership.join() and service.leadership.try_lead()
             service.note_app_start()  # a standby whose app runs, taking over
-            await service._lead(takeover=True)
+            await service.joining.lead(takeover=True)
             assert service.state.value == "failed" and service.keeper.child is None
-            await service._hand_over_and_stop()  # the server's shutdown
+            await hand_over_and_stop(  # the server's shutdown
+                role=service.role, keeper=service.keeper, leadership=service.leadership,
+                lease=service.lease, settings=service.settings)
             assert service.keeper.child is None
             group.cancel_scope.cancel()
     finally:
