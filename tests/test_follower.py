@@ -204,6 +204,14 @@ def test_a_follower_that_never_ran_is_not_ready_and_hides_credentials(tmp_path: 
     assert "hunter2" not in repr(status) and "hunter2" not in repr(follower)
 
 
+def test_a_replica_url_with_a_password_needs_a_config_file(tmp_path: Path) -> None:
+    """The URL would be in `restore -f`'s argv, seen by every user: refused, named."""
+    with pytest.raises(ValueError, match="config_path"):
+        Follower(Path("/bin/litestream"), Database(
+            path=tmp_path / "c.db", replica_url="sftp://user:hunter2@host/backups"),
+            env={}, log=LitestreamLog([]))
+
+
 def test_bad_intervals_are_refused(tmp_path: Path) -> None:
     """A zero interval would make Litestream fall back silently: refused, named."""
     with pytest.raises(ValueError, match="interval=0"):
