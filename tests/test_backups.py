@@ -13,6 +13,7 @@ from asgi_litestream._cli.commands import _size
 from asgi_litestream._cli.commands import parse_txid as _txid
 from asgi_litestream._config.settings import Settings
 from asgi_litestream._exceptions import ConfigError, RestoreError
+from asgi_litestream._litestream.commands import restore_command
 from asgi_litestream._locks.leader_info import LeaderInfo
 from asgi_litestream._locks.workers import Leadership
 from asgi_litestream._restore.points import (
@@ -103,10 +104,19 @@ def test_bad_times_are_refused(text: str) -> None:
 
 def test_point_flags() -> None:
     """A timestamp or a txid becomes Litestream's flag; both at once, or a bad txid, refused."""
-    assert _point(None, 27) == (["-txid", "000000000000001b"], "at txid 27")
-    assert _point("2026-11-30T15:03:00.25+01:00", None)[0] == [
-        "-timestamp", "2026-11-30T14:03:00.250000Z"]
-    assert _point(None, None) == ([], "at all")
+    def flags(txid: int | None, timestamp: str | None) -> list[str]:
+        command = restore_command(Path("/bin/litestream"), output=Path("/d/out.db"),
+                                  config_path=Path("/d/l.yml"), database=Path("/d/app.db"),
+                                  txid=txid, timestamp=timestamp)
+        at = [i for i, arg in enumerate(command) if arg in ("-txid", "-timestamp")]
+        return [arg for i in at for arg in command[i:i + 2]]
+
+    assert _point(None, 27) == (27, None, "at txid 27")
+    assert flags(27, None) == ["-txid", "000000000000001b"]
+    at_time = _point("2026-11-30T15:03:00.25+01:00", None)
+    assert flags(*at_time[:2]) == ["-timestamp", "2026-11-30T14:03:00.250000Z"]
+    assert _point(None, None) == (None, None, "at all")
+    assert flags(None, None) == []
     for bad in (0, -1, True, 2**64):
         with pytest.raises(ConfigError, match="txid"):
             _point(None, bad)

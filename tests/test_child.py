@@ -15,7 +15,7 @@ import pytest
 
 from asgi_litestream._litestream.control import ControlClient
 from asgi_litestream._litestream.logs import LitestreamLog
-from asgi_litestream._litestream.process import LitestreamProcess
+from asgi_litestream._litestream.process import LitestreamProcess, stop_process
 
 pytestmark = pytest.mark.anyio
 
@@ -91,3 +91,35 @@ async def test_output_is_drained_so_the_child_never_blocks(
     assert child.returncode == 0
     assert log.errors_of("app.db") == ["last words db=app.db"]
     assert sum("xxxx" in r.getMessage() for r in caplog.records) == 2000
+
+
+async def test_the_shared_stop_kills_at_once_without_grace(tmp_path: Path) -> None:
+    """stop_process (a replicate's and a follower's alike): grace 0 means SIGKILL at
+    once, no SIGTERM wait and no "did not stop" warning; the child is reaped."""
+    path = tmp_path / "child.py"
+    path.write_text(STUBBORN)
+    process = await anyio.open_process([sys.executable, str(path)], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    overdue: list[bool] = []
+    started = time.monotonic()
+    await stop_process(process, grace=0, on_overdue=lambda: overdue.append(True))
+    assert time.monotonic() - started < 0.5
+    assert process.returncode == -signal.SIGKILL and overdue == []
+
+
+async def test_the_shared_stop_tells_when_the_grace_ran_out(tmp_path: Path) -> None:
+    """Past the grace, on_overdue is told before the SIGKILL; drained is awaited before
+    the reap."""
+    path = tmp_path / "child.py"
+    path.write_text(STUBBORN)
+    process = await anyio.open_process([sys.executable, str(path)], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    await anyio.sleep(0.3)  # its SIGTERM handler is set
+    events: list[str] = []
+
+    async def drained() -> None:
+        events.append(f"drained {process.returncode}")
+
+    await stop_process(process, grace=0.3, on_overdue=lambda: events.append("overdue"),
+                       drained=drained)
+    assert events == ["overdue", f"drained {-signal.SIGKILL}"]

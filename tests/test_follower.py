@@ -17,19 +17,21 @@ from asgi_litestream._config.databases import Database
 from asgi_litestream._follower.copy import connect_readonly
 from asgi_litestream._follower.follower import Follower
 from asgi_litestream._follower.group import FollowerSet
-from asgi_litestream._follower.lag import Lag, head_from_ltx_listing
-from asgi_litestream._follower.process import follow_command, parse_text_record, resume_refused
+from asgi_litestream._follower.lag import Lag
+from asgi_litestream._follower.process import resume_refused
+from asgi_litestream._litestream.commands import restore_command
 from asgi_litestream._litestream.logs import LitestreamLog
-from asgi_litestream._litestream.positions import head_from_names
+from asgi_litestream._litestream.positions import head_from_ltx_json, head_from_names
 from asgi_litestream._litestream.restart import RestartPolicy
 
-# Real output of `litestream ltx -level 0 <url>` (0.5.17), a log line mixed in.
+# Output of `litestream ltx -level all -json <url>` (0.5.17), a log line before it.
 LTX_LISTING = """\
 time=2026-11-30T13:37:14.000Z level=INFO msg="some log line" n=3
-level  min_txid          max_txid          size  created
-0      0000000000000001  0000000000000001  587   2026-11-30T13:37:13Z
-0      0000000000000002  000000000000001f  234   2026-11-30T13:37:14Z
-0      0000000000000020  0000000000000020  234   2026-11-30T13:37:15Z
+[
+  {"level": 0, "min_txid": "0000000000000001", "max_txid": "0000000000000001"},
+  {"level": 0, "min_txid": "0000000000000002", "max_txid": "000000000000001f"},
+  {"level": 0, "min_txid": "0000000000000020", "max_txid": "0000000000000020"}
+]
 """
 
 # Litestream 0.5.17's words when it will not resume over an existing copy.
@@ -60,20 +62,15 @@ def test_an_empty_level_has_no_head() -> None:
 
 
 def test_the_head_is_read_from_the_ltx_command_among_log_lines() -> None:
-    """`litestream ltx` prints a table; its level-0 rows give the head, log lines don't."""
-    assert head_from_ltx_listing(LTX_LISTING) == 0x20
-
-
-def test_ltx_rows_of_other_levels_are_not_the_head() -> None:
-    """Only level 0 holds the latest transactions (a snapshot row must not count)."""
-    snapshot = "9      0000000000000001  0000000000000100  587   2026-11-30T13:37:13Z\n"
-    listing = LTX_LISTING + snapshot
-    assert head_from_ltx_listing(listing) == 0x20
+    """`litestream ltx -json` prints a list; its rows give the head, log lines don't
+    (the follower reads it as every position is read: _litestream/positions.py)."""
+    assert head_from_ltx_json(LTX_LISTING).txid == 0x20
 
 
 def test_an_empty_ltx_listing_has_no_head() -> None:
-    """Just the header: the replica holds nothing yet."""
-    assert head_from_ltx_listing("level  min_txid  max_txid  size  created\n") is None
+    """An empty list (or null): the replica holds nothing yet."""
+    assert head_from_ltx_json("[]").name is None
+    assert head_from_ltx_json("null").name is None
 
 
 @pytest.mark.parametrize("line", REFUSALS)
@@ -90,20 +87,6 @@ def test_a_refused_resume_means_restore_afresh(line: str) -> None:
 def test_other_failures_keep_the_copy(line: str) -> None:
     """A replica that could not be listed is a transient failure, not a bad copy."""
     assert not resume_refused(line)
-
-
-def test_a_slog_text_line_is_read_with_its_quoted_values() -> None:
-    """Go-quoted values (spaces, escaped quotes) come back as plain strings; the first
-    of a repeated key wins."""
-    record = parse_text_record(
-        'time=2026-11-30T13:37:19.245Z level=INFO msg="follow: applied updates" '
-        'replica=file from_txid=0000000000000002 to_txid=0000000000000003 '
-        'err="a \\"quoted\\" word" level=2')
-    assert record == {"time": "2026-11-30T13:37:19.245Z", "level": "INFO",
-                      "msg": "follow: applied updates", "replica": "file",
-                      "from_txid": "0000000000000002", "to_txid": "0000000000000003",
-                      "err": 'a "quoted" word'}
-    assert parse_text_record("Error: no matching backup files available") is None
 
 
 def test_a_copy_that_holds_the_head_is_not_behind() -> None:
@@ -168,10 +151,10 @@ def test_the_lag_history_is_bounded_and_never_understates() -> None:
 def test_the_follow_command_restores_with_follow_into_the_output(tmp_path: Path) -> None:
     """restore -f, waiting out an empty replica (-if-replica-exists), the interval as a
     Go duration, the output, then the replica; wrapped for a parent-death signal."""
-    command = follow_command(Path("/bin/litestream"), tmp_path / "c.db", ["file:///r"],
-                             interval=0.25)
-    tail = ["/bin/litestream", "restore", "-f", "-if-replica-exists", "-follow-interval",
-            "250ms", "-o", str(tmp_path / "c.db"), "file:///r"]
+    command = restore_command(Path("/bin/litestream"), output=tmp_path / "c.db",
+                              replica_url="file:///r", if_replica_exists=True, follow=0.25)
+    tail = ["/bin/litestream", "restore", "-f", "-follow-interval", "250ms",
+            "-if-replica-exists", "-o", str(tmp_path / "c.db"), "file:///r"]
     assert command[-len(tail):] == tail
     if sys.platform.startswith("linux"):
         assert len(command) > len(tail)  # setpriv --pdeathsig, or the Python shim
@@ -179,9 +162,11 @@ def test_the_follow_command_restores_with_follow_into_the_output(tmp_path: Path)
 
 def test_the_follow_command_can_name_the_replica_through_a_config_file() -> None:
     """With a config file the database path names the replica: no URL in argv."""
-    command = follow_command(Path("/bin/litestream"), Path("/d/c.db"),
-                             ["-config", "/d/l.yml", "/d/c.db"], interval=1)
-    assert command[-5:] == ["-o", "/d/c.db", "-config", "/d/l.yml", "/d/c.db"]
+    command = restore_command(Path("/bin/litestream"), output=Path("/d/c.db"),
+                              config_path=Path("/d/l.yml"), database=Path("/d/c.db"),
+                              if_replica_exists=True, follow=1)
+    assert command[command.index("-config") + 1] == "/d/l.yml"
+    assert command[-3:] == ["-o", "/d/c.db", "/d/c.db"]
     assert command[command.index("-follow-interval") + 1] == "1000ms"
     assert not [arg for arg in command if "://" in arg]
 
@@ -212,11 +197,19 @@ def test_a_follower_that_never_ran_is_not_ready_and_hides_credentials(tmp_path: 
     """Before the first restore: not ready, not healthy, lag unknown, password redacted."""
     follower = Follower(Path("/bin/litestream"), Database(
         path=tmp_path / "c.db", replica_url="sftp://user:hunter2@host/backups"),
-        env={}, log=LitestreamLog([]))
+        env={}, log=LitestreamLog([]), config_path=tmp_path / "litestream.yml")
     status = follower.status().to_json()
     assert status["ready"] is False and status["healthy"] is False
     assert status["behind_s"] is None and status["copy_txid"] is None
     assert "hunter2" not in repr(status) and "hunter2" not in repr(follower)
+
+
+def test_a_replica_url_with_a_password_needs_a_config_file(tmp_path: Path) -> None:
+    """The URL would be in `restore -f`'s argv, seen by every user: refused, named."""
+    with pytest.raises(ValueError, match="config_path"):
+        Follower(Path("/bin/litestream"), Database(
+            path=tmp_path / "c.db", replica_url="sftp://user:hunter2@host/backups"),
+            env={}, log=LitestreamLog([]))
 
 
 def test_bad_intervals_are_refused(tmp_path: Path) -> None:

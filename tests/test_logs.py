@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from asgi_litestream._litestream.logs import parse_log_line, scrub
+import pytest
+
+from asgi_litestream._litestream.logs import LitestreamLog, parse_log_line, parse_record, scrub
 
 
 def test_json_line_keeps_its_level_and_fields() -> None:
@@ -32,3 +34,43 @@ def test_scrub_catches_escaped_secrets() -> None:
     _, message, _ = parse_log_line(scrub(line, [secret]))
     assert "word" not in message
     assert scrub(f"raw {secret}", [secret]) == "raw ***"
+
+
+def test_a_slog_text_line_is_read_with_its_quoted_values() -> None:
+    """Go-quoted values (spaces, escaped quotes) come back as plain strings; the first
+    of a repeated key wins."""
+    record = parse_record(
+        'time=2026-11-30T13:37:19.245Z level=INFO msg="follow: applied updates" '
+        'replica=file from_txid=0000000000000002 to_txid=0000000000000003 '
+        'err="a \\"quoted\\" word" level=2')
+    assert record == {"time": "2026-11-30T13:37:19.245Z", "level": "INFO",
+                      "msg": "follow: applied updates", "replica": "file",
+                      "from_txid": "0000000000000002", "to_txid": "0000000000000003",
+                      "err": 'a "quoted" word'}
+    assert parse_record("Error: no matching backup files available") is None
+    assert parse_record("[1, 2]") is None
+
+
+def test_text_and_json_lines_are_read_alike() -> None:
+    """One reader for both formats: a text line gets its level and fields as a JSON
+    line does (`restore -f` writes text, `replicate` JSON)."""
+    text = 'time=t level=WARN msg="sync failed" db=app.db error="boom boom"'
+    as_json = '{"time":"t","level":"WARN","msg":"sync failed","db":"app.db","error":"boom boom"}'
+    assert parse_log_line(text) == parse_log_line(as_json) == (
+        logging.WARNING, 'sync failed db=app.db error="boom boom"', "app.db")
+
+
+def test_a_record_is_logged_at_its_level_scrubbed_and_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record read once (the follower acts on it) is logged without reading it again:
+    at its level, secrets scrubbed, kept as the database's last error."""
+    caplog.set_level(logging.INFO, logger="asgi_litestream")
+    log = LitestreamLog(["hunter2"])
+    record = parse_record('time=t level=ERROR msg="follow: failed" db=c.db '
+                          'url="sftp://u:hunter2@h/x"')
+    assert record is not None
+    log.record(record, pid=7)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, 'litestream[7]: follow: failed db=c.db url=sftp://u:***@h/x')]
+    assert log.errors_of("c.db") == ["follow: failed db=c.db url=sftp://u:***@h/x"]

@@ -23,7 +23,7 @@ from .._litestream.control import ControlClient
 from .._litestream.download import download_litestream
 from .._litestream.listing import with_folders_listed
 from .._litestream.logs import scrub
-from .._litestream.replica_errors import classify
+from .._litestream.replica_errors import explain as explain  # main.py imports it here
 from .._litestream.workdir import generated_config
 from .._locks.workers import Leadership
 from .._restore.boot import restore_database
@@ -60,17 +60,6 @@ def run_download(args: argparse.Namespace) -> int:
     check_litestream(path, origin=FROM_CACHE)
     print(path)  # noqa: T201
     return 0
-
-
-def explain(error: LitestreamError) -> str:
-    """An error's message, with the cause in plain words and the fix when it is a
-    replica that could not be read and the message does not say them yet."""
-    message = str(error)
-    if isinstance(error, RestoreError) and "Fix:" not in message:
-        failure = classify(message)
-        if failure.recognised:
-            return f"{message}. {failure.cause[0].upper()}{failure.cause[1:]}. Fix: {failure.fix}"
-    return message
 
 
 # -- config --------------------------------------------------------------------
@@ -167,7 +156,7 @@ def run_backups(args: argparse.Namespace) -> int:
     by_db = {db.path: [p for p in points if p.database == db.path] for db in settings.databases}
     if args.json:
         body = {"databases": [{"path": str(db.path), "replica": db.replica,
-                               "restore_points": [_point_json(p) for p in by_db[db.path]]}
+                               "restore_points": [p.to_json() for p in by_db[db.path]]}
                               for db in settings.databases]}
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
         return 0
@@ -187,22 +176,13 @@ def _describe_points(points: list[RestorePoint]) -> list[str]:
         return ["  no backup"]
     first, last = points[0], points[-1]
     rows = [("txid", "created (UTC)", "size", "from")] + [
-        (str(p.txid), _when(p), _size(p.size),
+        (str(p.txid), p.created_text, _size(p.size),
          f"{'snapshot' if p.level == SNAPSHOT_LEVEL else f'L{p.level}'} {p.min_txid}-{p.txid}")
         for p in points]
     txid, when, size = (max(len(row[i]) for row in rows) for i in range(3))
     return [f"  {len(points)} restore point{'s' if len(points) > 1 else ''}: txid "
-            f"{first.txid} to {last.txid}, {_when(first)} to {_when(last)}"] + [
+            f"{first.txid} to {last.txid}, {first.created_text} to {last.created_text}"] + [
         f"  {a:<{txid}}  {b:<{when}}  {c:>{size}}  {d}" for a, b, c, d in rows]
-
-
-def _point_json(point: RestorePoint) -> dict[str, Any]:
-    return {"txid": point.txid, "created": _when(point), "size": point.size,
-            "level": point.level, "min_txid": point.min_txid}
-
-
-def _when(point: RestorePoint) -> str:
-    return point.created.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _size(size: int) -> str:
@@ -223,7 +203,6 @@ def _selected(args: argparse.Namespace) -> Settings:
     if args.only is None:
         return settings
     return dataclasses.replace(settings, databases=(find_database(settings, args.only),))
-
 
 
 def _say(line: str) -> None:
@@ -358,7 +337,6 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
-
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

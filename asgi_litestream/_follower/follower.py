@@ -10,19 +10,18 @@ renamed file). Connections opened before read the old file until closed: open on
 request, or reopen when the status' ``generation`` changes. One follower per copy.
 
 Reading the copy (locks, WAL mode, page cache) is in ``_follower/copy.py``, how far it
-trails its replica in ``_follower/lag.py``, one `restore -f` process in
+trails its replica in ``_follower/lag.py``, what the app sees of a follower (ready,
+position, waits, status) in ``_follower/progress.py``, one `restore -f` process in
 ``_follower/process.py``; several databases at once in ``_follower/group.py``.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -30,9 +29,11 @@ import anyio.to_thread
 
 from .._config.databases import Database
 from .._exceptions import StartupError
-from .._litestream.logs import LitestreamLog, scrub
-from .._litestream.process import REAP_LIMIT, pump_lines
-from .._litestream.restart import GiveUp, RestartPolicy
+from .._litestream.commands import restore_command
+from .._litestream.logs import LitestreamLog
+from .._litestream.positions import PositionError
+from .._litestream.process import REAP_LIMIT
+from .._litestream.restart import Exited, GiveUp, Restart, RestartPolicy, run_restarting
 from .copy import (
     _in_wal_mode,
     _publish,
@@ -40,16 +41,9 @@ from .copy import (
     _replace_if_exists,
     _txid_path,
 )
-from .lag import FollowerStatus, Lag, ProbeError, probe_head
-from .process import (
-    _Attempt,
-    _hex,
-    follow_command,
-    lasting_failure,
-    parse_text_record,
-    resume_refused,
-    stop_process,
-)
+from .lag import probe_head
+from .process import _Attempt, follow_once, lasting_failure
+from .progress import Progress
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -57,7 +51,7 @@ _EMPTY_RETRY = 1.0  # seconds between two looks at a replica that holds no backu
 _WAIT_LOG_EVERY = 10.0
 
 
-class Follower:
+class Follower(Progress):
     """Follows one database: keeps a read-only copy at ``database.path``, restarted
     (with backoff) when Litestream exits, re-restored when it cannot resume.
 
@@ -80,13 +74,14 @@ class Follower:
                               ("max_lag", max_lag), ("probe_timeout", probe_timeout)):
             if not value > 0:
                 raise ValueError(f"{option}={value!r} must be a number of seconds above 0")
+        if config_path is None and urlsplit(database.replica_url).password:
+            raise ValueError("a replica URL with a password would show in the process "
+                             "list: name the replica through config_path")
+        super().__init__(database, max_lag=max_lag)
         self.binary = binary
-        self.database = database
-        self.path = database.path
         self.name = name
         self.interval = interval
         self.health_interval = health_interval
-        self.max_lag = max_lag
         self.probe_timeout = probe_timeout
         self.grace = grace
         self._env = dict(env)
@@ -97,20 +92,11 @@ class Follower:
                                                max_backoff=30.0)
         # Beside the copy, hidden; Litestream adds ".tmp" and "-txid" to it.
         self._temp = self.path.with_name(f".{self.path.name}.follower")
-        self.ready = False
-        self.copy_txid: int | None = None
-        self.restarts = 0
-        self.last_exit_code: int | None = None
-        self.generation = 0
-        self.error: str | None = None  # Litestream's last error line since progress
-        self._gave_up: str | None = None
-        self._probe_error: str | None = None
-        self._lag = Lag()
-        self._process: anyio.abc.Process | None = None
         self._scope: anyio.CancelScope | None = None
         self._finished: anyio.Event | None = None
-        self._changed: anyio.Event | None = None
         self._resume_refused = False
+        self._fresh = False  # the next run restores a fresh copy beside the old one
+        self._label = f"litestream {name!r}:"
         # Told after a fresh copy replaced the old file: connections opened before
         # still read the old, deleted file (the middleware disposes the app's pools).
         self._on_fresh_copy = on_fresh_copy
@@ -118,53 +104,6 @@ class Follower:
 
     def __repr__(self) -> str:
         return f"Follower(path={str(self.path)!r}, replica={self.database.replica!r})"
-
-    # -- what the app asks --
-
-    @property
-    def pid(self) -> int | None:
-        process = self._process
-        return process.pid if process is not None and process.returncode is None else None
-
-    def holds(self, txid: int) -> bool:
-        """The copy holds transaction ``txid`` (and every one before it)."""
-        return self.ready and self.copy_txid is not None and self.copy_txid >= txid
-
-    async def wait_for(self, txid: int, timeout: float) -> bool:
-        """True once the copy holds ``txid`` (the primary's position after a write:
-        read-your-writes); False after ``timeout`` seconds."""
-        with anyio.move_on_after(timeout):
-            while not self.holds(txid):
-                await self._change().wait()
-        return self.holds(txid)
-
-    async def wait_ready(self, timeout: float) -> bool:
-        """True once the first copy is in place; False after ``timeout`` seconds.
-        Raises StartupError when following stopped for good before that."""
-        with anyio.move_on_after(timeout):
-            while not self.ready:
-                if self._gave_up is not None:
-                    raise StartupError(self._gave_up)
-                await self._change().wait()
-        return self.ready
-
-    def status(self, max_lag: float | None = None) -> FollowerStatus:
-        limit = self.max_lag if max_lag is None else max_lag
-        behind_txns, behind_s = self._lag.measure(self.copy_txid, time.monotonic())
-        if not self.ready:
-            behind_txns = behind_s = None
-        replica_txid = self._lag.replica_txid if self._lag.known else None
-        if replica_txid is not None and self.copy_txid is not None:
-            # The replica holds at least what the copy got from it since the last probe.
-            replica_txid = max(replica_txid, self.copy_txid)
-        return FollowerStatus(
-            path=str(self.path), replica=self.database.replica, ready=self.ready,
-            copy_txid=self.copy_txid, replica_txid=replica_txid, behind_txns=behind_txns,
-            behind_s=None if behind_s is None else round(behind_s, 3),
-            healthy=self.ready and behind_s is not None and behind_s <= limit,
-            restarts=self.restarts, last_exit_code=self.last_exit_code,
-            error=self._gave_up or self._probe_error or self.error, pid=self.pid,
-            generation=self.generation)
 
     # -- lifecycle --
 
@@ -196,7 +135,7 @@ class Follower:
             head = await probe_head(self.binary, self.database, self._env,
                                     config_path=self._config_path,
                                     timeout=self.probe_timeout, secrets=self._secrets)
-        except (OSError, TimeoutError, ProbeError) as exc:
+        except (OSError, TimeoutError, PositionError) as exc:
             self._lag.failed()
             self._probe_error = (f"cannot read the replica's position: "
                                  f"{exc or type(exc).__name__}")
@@ -207,66 +146,71 @@ class Follower:
     # -- inside --
 
     async def _follow(self) -> None:
-        label = f"litestream {self.name!r}:"
-        fresh = not self.path.exists()
-        if not fresh and await _in_wal_mode(self.path):
+        self._fresh = not self.path.exists()
+        if not self._fresh and await _in_wal_mode(self.path):
             logger.info("%s the copy %s is in WAL mode (not made by a follower): restoring "
-                        "a fresh copy beside it", label, self.path)
-            fresh = True
+                        "a fresh copy beside it", self._label, self.path)
+            self._fresh = True
+        await run_restarting(self._follow_once, self._policy, on_restart=self._restarting,
+                             on_give_up=self._give_up)
+        await anyio.sleep_forever()  # given up: the status says why
+
+    async def _follow_once(self, restart: bool) -> Exited | None:
+        """`restore -f` until it exits unasked: restored afresh whenever it cannot
+        resume, looked at again while the replica is empty (neither is an exit)."""
+        if restart:
+            self.restarts += 1
+            self._fresh = self._resume_refused or not self.path.exists()
         waiting_since: float | None = None
         logged_at = 0.0
         while True:
-            if fresh and waiting_since is None:
-                logger.info("%s restoring a read-only copy of %s from %s", label,
+            if self._fresh and waiting_since is None:
+                logger.info("%s restoring a read-only copy of %s from %s", self._label,
                             self.path, self.database.replica)
-            attempt = await self._attempt(fresh)
+            attempt = await self._attempt(self._fresh)
             now = time.monotonic()
             if attempt.refused is not None:
                 logger.info("%s cannot resume following %s (%s): restoring a fresh copy "
-                            "beside it; the old copy is read until it is replaced", label,
-                            self.path, attempt.refused)
-                self._resume_refused = fresh = True
+                            "beside it; the old copy is read until it is replaced",
+                            self._label, self.path, attempt.refused)
+                self._resume_refused = self._fresh = True
                 continue
-            if attempt.empty:
-                if waiting_since is None:
-                    waiting_since = logged_at = now
-                    logger.info("%s %s holds no backup yet: waiting for the primary's first "
-                                "sync (checking every %gs)", label, self.database.replica,
-                                _EMPTY_RETRY)
-                elif now - logged_at >= _WAIT_LOG_EVERY:
-                    logged_at = now
-                    logger.info("%s still no backup in %s (%.0fs)", label,
-                                self.database.replica, now - waiting_since)
-                await anyio.sleep(_EMPTY_RETRY)
-                continue
-            waiting_since = None
-            self.last_exit_code = attempt.code
-            ran_for = None if attempt.entered_at is None else now - attempt.entered_at
-            decision = self._policy.on_exit(at=now, ran_for=ran_for)
-            reason = f": {attempt.final_error}" if attempt.final_error else ""
-            lasting = lasting_failure(attempt, ever_ready=self.ready or self.generation > 0)
-            if lasting is not None:
-                self._gave_up = (f"cannot follow {self.database.replica}: {lasting.cause}. "
-                                 f"Fix: {lasting.fix} ({lasting.detail})")
-                logger.error("%s %s; not retried: no restart can mend this", label,
-                             self._gave_up)
-                self._notify()
-                await anyio.sleep_forever()
-                continue
-            if isinstance(decision, GiveUp):
-                self._gave_up = (f"following stopped: Litestream exited {decision.exits} "
-                                 f"times within {self._policy.restart_window:g}s (last exit "
-                                 f"code {attempt.code}{reason})")
-                logger.error("%s %s; the copy %s is no longer updated", label,
-                             self._gave_up, self.path)
-                self._notify()
-                await anyio.sleep_forever()
-                continue
-            logger.warning("%s the follower of %s exited with code %s%s; restarting it in "
-                           "%.1fs", label, self.path, attempt.code, reason, decision.delay)
-            await anyio.sleep(decision.delay)
-            self.restarts += 1
-            fresh = self._resume_refused or not self.path.exists()
+            if not attempt.empty:
+                break
+            if waiting_since is None:
+                waiting_since = logged_at = now
+                logger.info("%s %s holds no backup yet: waiting for the primary's first "
+                            "sync (checking every %gs)", self._label,
+                            self.database.replica, _EMPTY_RETRY)
+            elif now - logged_at >= _WAIT_LOG_EVERY:
+                logged_at = now
+                logger.info("%s still no backup in %s (%.0fs)", self._label,
+                            self.database.replica, now - waiting_since)
+            await anyio.sleep(_EMPTY_RETRY)
+        self.last_exit_code = attempt.code
+        lasting = lasting_failure(attempt, ever_ready=self.ready or self.generation > 0)
+        if lasting is not None:
+            self._gave_up = (f"cannot follow {self.database.replica}: {lasting.cause}. "
+                             f"Fix: {lasting.fix} ({lasting.detail})")
+            logger.error("%s %s; not retried: no restart can mend this", self._label,
+                         self._gave_up)
+            self._notify()
+            await anyio.sleep_forever()
+        ran_for = None if attempt.entered_at is None else now - attempt.entered_at
+        return Exited(attempt.code, ran_for=ran_for, error=attempt.final_error)
+
+    def _restarting(self, exited: Exited, decision: Restart) -> None:
+        logger.warning("%s the follower of %s exited with code %s%s; restarting it in "
+                       "%.1fs", self._label, self.path, exited.code, _reason(exited),
+                       decision.delay)
+
+    def _give_up(self, exited: Exited, decision: GiveUp) -> None:
+        self._gave_up = (f"following stopped: Litestream exited {decision.exits} "
+                         f"times within {self._policy.restart_window:g}s (last exit "
+                         f"code {exited.code}{_reason(exited)})")
+        logger.error("%s %s; the copy %s is no longer updated", self._label,
+                     self._gave_up, self.path)
+        self._notify()
 
     async def _attempt(self, fresh: bool) -> _Attempt:
         """Run one `restore -f` until it exits; fresh: into the temporary name, renamed
@@ -275,29 +219,24 @@ class Follower:
         attempt = _Attempt(fresh=fresh, output=output)
         if fresh:
             _remove_restore_files(self._temp)
-        command = follow_command(self.binary, output, self._source(), interval=self.interval)
+        command = self._command(output)
+
+        def spawned(process: anyio.abc.Process) -> None:
+            self._process = process
+
+        def overdue() -> None:
+            logger.warning("litestream %r: the follower of %s did not stop within %gs; "
+                           "killing it", self.name, self.path, self.grace)
+
         try:
-            process = await anyio.open_process(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=self._env,
-                # Its own session: a terminal's SIGINT reaches only us (see _child).
-                start_new_session=True)
+            await follow_once(command, attempt, env=self._env, grace=self.grace,
+                              log=self._log, secrets=self._secrets, on_spawn=spawned,
+                              on_entered=self._entered, on_applied=self._applied,
+                              on_warning=self._warned, on_overdue=overdue)
         except OSError as exc:
             attempt.final_error = f"could not start {command[0]}: {exc}"
             return attempt
-        self._process = process
-        try:
-            async with anyio.create_task_group() as task_group:
-                pumped = anyio.Event()
-                # Always drain: past ~64 KB of unread output Litestream blocks for good.
-                task_group.start_soon(pump_lines, process, functools.partial(
-                    self._line, pid=process.pid, attempt=attempt), pumped)
-                attempt.code = await process.wait()
-                with anyio.move_on_after(REAP_LIMIT):
-                    await pumped.wait()
-                task_group.cancel_scope.cancel()
         finally:
-            await stop_process(process, grace=self.grace, name=self.name, path=self.path)
             if fresh and attempt.published:
                 # Its position moves beside the copy, where a resume looks for it.
                 _replace_if_exists(_txid_path(self._temp), _txid_path(self.path))
@@ -305,83 +244,46 @@ class Follower:
                 _remove_restore_files(self._temp)
         return attempt
 
-    async def _line(self, raw: bytes, pid: int, attempt: _Attempt) -> None:
-        """Act on one line of Litestream's output, and log it (scrubbed, at its level)."""
-        text = raw.decode("utf-8", "replace").strip()
-        if not text:
-            return
-        record = parse_text_record(text)
-        if record is None:
-            if resume_refused(text):
-                # Handled: our own line says what happens next.
-                reason = text.removeprefix("Error: ").removeprefix("cannot resume follow mode: ")
-                attempt.refused = reason.split(";")[0]
-                return
-            self._log.line(raw, pid)
-            if text.startswith("Error:"):
-                attempt.final_error = self._last_error(text)
-            return
-        message = record.get("msg", "")
-        if message == "no matching backups found":
-            attempt.empty = True
-            return  # once a second while waiting: our own line says it, now and then
-        # Re-encoded as JSON, the log gets its level (and scrubs it as ever).
-        self._log.line(json.dumps(record).encode(), pid)
-        if record.get("level") in ("ERROR", "WARN"):
-            self.error = self._last_error(text)
-        if message == "entering follow mode":
-            attempt.entered_at = time.monotonic()
-            txid = _hex(record.get("txid"))
-            if attempt.fresh:
-                with anyio.CancelScope(shield=True):  # renamed means published
-                    await anyio.to_thread.run_sync(_publish, self._temp, self.path)
-                    attempt.published, self._resume_refused = True, False
-                    self.generation += 1
-                logger.info("litestream %r: restored a copy of %s at txid %s; following "
-                            "%s", self.name, self.path, txid, self.database.replica)
-                if self._on_fresh_copy is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._on_fresh_copy(self.path)
-            elif not self.ready:
-                logger.info("litestream %r: resumed following %s at txid %s", self.name,
-                            self.path, txid)
-            self.ready = True
-            self._set_txid(txid)
-        elif message == "follow: applied updates":
-            self.error = None
-            if self._on_update is not None:
-                # Litestream writes the primary's pages in place, and a WAL-mode
-                # primary's page 1 keeps its change counter: a connection held open
-                # keeps its page cache and never sees these rows. Drop the pools first.
+    async def _entered(self, attempt: _Attempt, txid: int | None) -> None:
+        """Litestream follows: a fresh copy is renamed over the old one first."""
+        if attempt.fresh:
+            with anyio.CancelScope(shield=True):  # renamed means published
+                await anyio.to_thread.run_sync(_publish, self._temp, self.path)
+                attempt.published, self._resume_refused = True, False
+                self.generation += 1
+            logger.info("litestream %r: restored a copy of %s at txid %s; following "
+                        "%s", self.name, self.path, txid, self.database.replica)
+            if self._on_fresh_copy is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._on_update(self.path)
-            self._set_txid(_hex(record.get("to_txid")))
+                    await self._on_fresh_copy(self.path)
+        elif not self.ready:
+            logger.info("litestream %r: resumed following %s at txid %s", self.name,
+                        self.path, txid)
+        self.ready = True
+        self._set_txid(txid)
 
-    def _last_error(self, fallback: str) -> str:
-        errors = self._log.last_errors
-        return errors[-1] if errors else scrub(fallback, self._secrets)
+    async def _applied(self, txid: int | None) -> None:
+        self.error = None
+        if self._on_update is not None:
+            # Litestream writes the primary's pages in place, and a WAL-mode
+            # primary's page 1 keeps its change counter: a connection held open
+            # keeps its page cache and never sees these rows. Drop the pools first.
+            with anyio.CancelScope(shield=True):
+                await self._on_update(self.path)
+        self._set_txid(txid)
 
-    def _set_txid(self, txid: int | None) -> None:
-        if txid is not None:
-            self.copy_txid = txid
-        self._notify()
+    def _warned(self, line: str) -> None:
+        self.error = line
 
-    def _change(self) -> anyio.Event:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        return self._changed
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    def _source(self) -> list[str]:
+    def _command(self, output: Path) -> list[str]:
         # Through the config file when there is one: a password in the URL then stays
         # in the environment, out of the process list.
         if self._config_path is not None:
-            return ["-config", str(self._config_path), str(self.path)]
-        return [self.database.replica_url]
+            return restore_command(self.binary, output=output, config_path=self._config_path,
+                                   database=self.path, if_replica_exists=True,
+                                   follow=self.interval)
+        return restore_command(self.binary, output=output, replica_url=self.database.replica_url,
+                               if_replica_exists=True, follow=self.interval)
 
     async def _probe_loop(self) -> None:
         try:
@@ -391,3 +293,7 @@ class Follower:
         while True:
             await self.probe()
             await anyio.sleep(self.health_interval)
+
+
+def _reason(exited: Exited) -> str:
+    return f": {exited.error}" if exited.error else ""

@@ -1,36 +1,19 @@
-"""How far a follower's copy trails its replica: the replica's head (listed directly
-for a file replica, else asked with `litestream ltx -level 0`), the lag measured from
-it, and :class:`FollowerStatus`, which shows both on the status route."""
+"""How far a follower's copy trails its replica: the replica's head (read as every
+position is, by _litestream/positions.py), the lag measured from it, and
+:class:`FollowerStatus`, which shows both on the status route."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
-
-import anyio
-import anyio.to_thread
 
 from .._config.databases import Database
-from .._litestream.logs import scrub
-from .._litestream.positions import head_from_names
+from .._litestream.positions import replica_head
 
 _MAX_FIRST_SEEN = 1024
-# A row of `litestream ltx`: level, min_txid, max_txid, size, created.
-_LTX_ROW = re.compile(r"^\s*(\d+)\s+([0-9a-f]{16})\s+([0-9a-f]{16})\s", re.MULTILINE)
-
-
-def head_from_ltx_listing(text: str) -> int | None:
-    """The highest level-0 txid in the output of `litestream ltx -level 0` (a table
-    ``level min_txid max_txid size created``, maybe among log lines); None if empty."""
-    found = [int(m.group(3), 16) for m in _LTX_ROW.finditer(text) if m.group(1) == "0"]
-    return max(found, default=None)
 
 
 class Lag:
@@ -96,46 +79,11 @@ class FollowerStatus:
         return dataclasses.asdict(self)
 
 
-class ProbeError(Exception):
-    """The replica's position could not be read."""
-
-
 async def probe_head(binary: Path, database: Database, env: Mapping[str, str], *,
                      config_path: Path | None = None, timeout: float = 10.0,
                      secrets: Sequence[str] = ()) -> int | None:
-    """The latest level-0 txid on the replica (None: it holds nothing). A file replica
-    is listed directly; any other is asked with `litestream ltx -level 0`."""
-    folder = _file_replica_dir(database)
-    if folder is not None:
-        names = await anyio.to_thread.run_sync(_list_names, folder / "ltx" / "0")
-        return head_from_names(names)
-    source = (["-config", str(config_path), str(database.path)] if config_path is not None
-              else [database.replica_url])
-    with anyio.fail_after(timeout):
-        result = await anyio.run_process([str(binary), "ltx", "-level", "0", *source],
-                                         env=dict(env), check=False,
-                                         stdin=subprocess.DEVNULL)
-    output = (result.stdout + result.stderr).decode("utf-8", "replace")
-    if result.returncode != 0:
-        lines = output.strip().splitlines()
-        raise ProbeError(scrub(lines[-1], secrets) if lines else
-                         f"litestream ltx exited with code {result.returncode}")
-    return head_from_ltx_listing(output)
-
-
-def _file_replica_dir(database: Database) -> Path | None:
-    config = database.replica_config
-    if config is not None and not isinstance(config.get("url"), str):
-        path = config.get("path")
-        return Path(path) if config.get("type") == "file" and isinstance(path, str) else None
-    parts = urlsplit(database.replica_url)
-    if parts.scheme == "file" and parts.netloc in ("", "localhost") and "$" not in parts.path:
-        return Path(unquote(parts.path))
-    return None
-
-
-def _list_names(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except FileNotFoundError:
-        return []
+    """The latest txid on the replica (None: it holds nothing). Raises PositionError,
+    TimeoutError."""
+    head = await replica_head(database, env, binary=binary, config_path=config_path,
+                              secrets=secrets, timeout=timeout)
+    return head.txid if head.name is not None else None

@@ -1,70 +1,26 @@
-"""One `litestream restore -f` process: its command line, its output read, its stop.
+"""One `litestream restore -f` process: run to its end, its output handed on line by
+line, stopped within one deadline; and what its output means.
 
 The mechanism only (like ``_litestream/process.py`` for `litestream replicate`): when to start,
-restart or restore afresh is the :class:`~.follower.Follower`'s business.
+restart or restore afresh is the :class:`~.follower.Follower`'s business. Its command
+line is ``_litestream/commands.py``'s, its log lines read by ``_litestream/logs.py``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import re
-import sys
-from collections.abc import Sequence
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
 
-from .._litestream.process import PDEATHSIG_EXEC, REAP_LIMIT, find_setpriv
+from .._litestream.logs import LitestreamLog, parse_record, scrub
+from .._litestream.process import REAP_LIMIT, pump_lines, stop_process
 from .._litestream.replica_errors import ReplicaFailure, classify
-
-logger = logging.getLogger("asgi_litestream")
-
-# One key=value of Go's slog text format (values with spaces are Go-quoted).
-_FIELD = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
-
-
-def follow_command(binary: Path, output: Path, source: Sequence[str], *,
-                   interval: float) -> list[str]:
-    """`litestream restore -f` into ``output``, from ``source`` (a replica URL, or
-    ``-config FILE DB_PATH``), wrapped on Linux like ``replicate_command``: the kernel
-    sends it SIGTERM if the app dies without stopping it."""
-    command = [str(binary), "restore", "-f", "-if-replica-exists",
-               "-follow-interval", _duration(interval), "-o", str(output), *source]
-    if not sys.platform.startswith("linux"):
-        return command
-    setpriv = find_setpriv()
-    if setpriv:
-        return [setpriv, "--pdeathsig", "TERM", "--", *command]
-    return [sys.executable, "-I", "-S", "-c", PDEATHSIG_EXEC, str(os.getpid()), *command]
-
-
-def parse_text_record(text: str) -> dict[str, str] | None:
-    """One line of Litestream's slog output as a dict: text (``time=… level=INFO
-    msg="…" k=v``), or JSON (``logging: {type: json}``, as our generated config asks);
-    None for anything else (``Error: …`` on exit, a panic)."""
-    if text.startswith("{"):
-        try:
-            found = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(found, dict):
-            return None
-        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in found.items()}
-    if not text.startswith("time="):
-        return None
-    record: dict[str, str] = {}
-    for key, value in _FIELD.findall(text):
-        if value.startswith('"'):
-            try:
-                value = str(json.loads(value))
-            except ValueError:
-                value = value[1:-1]
-        record.setdefault(key, value)
-    return record
 
 
 def resume_refused(line: str) -> bool:
@@ -74,16 +30,11 @@ def resume_refused(line: str) -> bool:
     return "cannot resume follow mode" in line or "read txid file for crash recovery" in line
 
 
-def _hex(value: str | None) -> int | None:
+def _hex(value: Any) -> int | None:
     try:
-        return int(value, 16) if value else None
+        return int(value, 16) if isinstance(value, str) and value else None
     except ValueError:
         return None
-
-
-def _duration(seconds: float) -> str:
-    """A Go duration (``-follow-interval``), to the millisecond."""
-    return f"{max(round(seconds * 1000), 1)}ms"
 
 
 @dataclass(slots=True)
@@ -111,19 +62,64 @@ def lasting_failure(attempt: _Attempt, *, ever_ready: bool) -> ReplicaFailure | 
     return failure if failure.permanent else None
 
 
-async def stop_process(process: anyio.abc.Process, *, grace: float, name: str,
-                       path: Path) -> None:
-    """SIGTERM, SIGKILL past ``grace``, reap: runs to the end, within one deadline."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(grace + REAP_LIMIT):
-        if process.returncode is None:
-            process.terminate()
-            with anyio.move_on_after(grace):
-                await process.wait()
-            if process.returncode is None:
-                logger.warning("litestream %r: the follower of %s did not stop within "
-                               "%gs; killing it", name, path, grace)
-                process.kill()
-        await process.wait()
-        await process.aclose()
+async def follow_once(
+    command: Sequence[str], attempt: _Attempt, *, env: Mapping[str, str], grace: float,
+    log: LitestreamLog, secrets: Sequence[str], on_spawn: Callable[[anyio.abc.Process], None],
+    on_entered: Callable[[_Attempt, int | None], Awaitable[None]],
+    on_applied: Callable[[int | None], Awaitable[None]],
+    on_warning: Callable[[str], None], on_overdue: Callable[[], None],
+) -> None:
+    """Run ``command`` until it exits, its output logged and read into ``attempt``:
+    ``on_entered(attempt, txid)`` once it follows, ``on_applied(txid)`` at each update,
+    ``on_warning(line)`` at an error line. Cancelled, it is stopped (SIGTERM, SIGKILL
+    past ``grace``: ``on_overdue``) and reaped before this returns. OSError: it could
+    not be started."""
+    process = await anyio.open_process(
+        list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, env=dict(env),
+        # Its own session: a terminal's SIGINT reaches only us (see _litestream/process.py).
+        start_new_session=True)
+    on_spawn(process)
 
+    def last_error(fallback: str) -> str:
+        return log.last_errors[-1] if log.last_errors else scrub(fallback, secrets)
 
+    async def line(raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            return
+        record = parse_record(text)
+        if record is None:
+            if resume_refused(text):
+                # Handled: the follower's own line says what happens next.
+                reason = text.removeprefix("Error: ").removeprefix("cannot resume follow mode: ")
+                attempt.refused = reason.split(";")[0]
+                return
+            log.line(raw, process.pid)
+            if text.startswith("Error:"):
+                attempt.final_error = last_error(text)
+            return
+        message = record.get("msg", "")
+        if message == "no matching backups found":
+            attempt.empty = True
+            return  # once a second while waiting: the follower's own line says it
+        log.record(record, process.pid)
+        if record.get("level") in ("ERROR", "WARN"):
+            on_warning(last_error(text))
+        if message == "entering follow mode":
+            attempt.entered_at = time.monotonic()
+            await on_entered(attempt, _hex(record.get("txid")))
+        elif message == "follow: applied updates":
+            await on_applied(_hex(record.get("to_txid")))
+
+    try:
+        async with anyio.create_task_group() as task_group:
+            pumped = anyio.Event()
+            # Always drain: past ~64 KB of unread output Litestream blocks for good.
+            task_group.start_soon(pump_lines, process, line, pumped)
+            attempt.code = await process.wait()
+            with anyio.move_on_after(REAP_LIMIT):
+                await pumped.wait()
+            task_group.cancel_scope.cancel()
+    finally:
+        await stop_process(process, grace=grace, on_overdue=on_overdue)

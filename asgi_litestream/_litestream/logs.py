@@ -1,4 +1,5 @@
-"""Litestream's output → Python logging, at the level Litestream gave each line."""
+"""Litestream's output → Python logging, at the level Litestream gave each line: the one
+reader of its log lines (JSON or slog text)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import json
 import logging
 import math
+import re
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
@@ -16,23 +18,51 @@ _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING
            "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
 
-def parse_log_line(text: str) -> tuple[int, str, str | None]:
-    """A JSON log line → (logging level, "msg key=value ...", database name or None)."""
+# One key=value of Go's slog text format (values with spaces are Go-quoted).
+_FIELD = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_record(text: str) -> dict[str, Any] | None:
+    """One line of Litestream's slog output as a record: JSON (``logging: {type: json}``,
+    as our generated config asks), or text (``time=… level=INFO msg="…" k=v``, as
+    `restore` writes it; every value a string). Litestream repeats keys (a compaction
+    "level" after the log level): the first of each wins. None for anything else
+    (``Error: …`` on exit, a panic)."""
     if text.startswith("{"):
         try:
-            # Litestream repeats keys (a compaction "level" after the log level):
-            # keep the first of each.
             record = json.loads(text, object_pairs_hook=_first_wins)
         except ValueError:
-            record = None
-        if isinstance(record, dict):
-            level = _LEVELS.get(str(record.pop("level", "")).upper(), logging.INFO)
-            record.pop("time", None)
-            message = str(record.pop("msg", ""))
-            database = record.get("db")
-            fields = " ".join(f"{k}={_field(v)}" for k, v in record.items())
-            return level, f"{message} {fields}".strip(), (
-                database if isinstance(database, str) else None)
+            return None
+        return record if isinstance(record, dict) else None
+    if not text.startswith("time="):
+        return None
+    found: dict[str, Any] = {}
+    for key, value in _FIELD.findall(text):
+        if value.startswith('"'):
+            try:
+                value = str(json.loads(value))
+            except ValueError:
+                value = value[1:-1]
+        found.setdefault(key, value)
+    return found
+
+
+def describe(record: dict[str, Any]) -> tuple[int, str, str | None]:
+    """A record → (logging level, "msg key=value ...", database name or None)."""
+    fields = dict(record)
+    level = _LEVELS.get(str(fields.pop("level", "")).upper(), logging.INFO)
+    fields.pop("time", None)
+    message = str(fields.pop("msg", ""))
+    database = fields.get("db")
+    shown = " ".join(f"{k}={_field(v)}" for k, v in fields.items())
+    return level, f"{message} {shown}".strip(), database if isinstance(database, str) else None
+
+
+def parse_log_line(text: str) -> tuple[int, str, str | None]:
+    """A log line → (logging level, "msg key=value ...", database name or None)."""
+    record = parse_record(text)
+    if record is not None:
+        return describe(record)
     # Start-up failures ("Error: ...") and Go panics are plain text on stderr.
     if text.lower().startswith(("error", "panic", "fatal")):
         return logging.ERROR, text, None
@@ -58,9 +88,14 @@ class LitestreamLog:
 
     def line(self, raw: bytes, pid: int) -> None:
         text = raw.decode("utf-8", "replace").strip()
-        if not text:
-            return
-        level, message, database = parse_log_line(scrub(text, self._secrets))
+        if text:
+            self._emit(*parse_log_line(scrub(text, self._secrets)), pid)
+
+    def record(self, record: dict[str, Any], pid: int) -> None:
+        """Log a line already read with :func:`parse_record` (the follower acts on it)."""
+        self._emit(*describe(record), pid)
+
+    def _emit(self, level: int, message: str, database: str | None, pid: int) -> None:
         message = scrub(message, self._secrets)
         logger.log(level, "litestream[%d]: %s", pid, message, extra=_CHILD_LINE)
         if level >= logging.WARNING:

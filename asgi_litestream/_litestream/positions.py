@@ -17,6 +17,7 @@ bytes of its trailer) tells one history from two that diverged.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -28,8 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import anyio
+import anyio.to_thread
+
 from .._config.databases import Database
 from .._config.names import member_name, member_root
+from .commands import ltx_command
 from .logs import scrub
 from .s3 import s3_client
 
@@ -152,17 +157,18 @@ def backend(db: Database) -> Backend:
 
 
 def replica_heads(db: Database, env: Mapping[str, str], *, binary: Path | None = None,
-                  config_path: Path | None = None, secrets: Sequence[str] = ()
-                  ) -> dict[str, Head]:
+                  config_path: Path | None = None, secrets: Sequence[str] = (),
+                  timeout: float | None = None) -> dict[str, Head]:
     """Blocking. For a database: ``{"": head}``. For a folder: each member database's
     head by file name, from one listing (members with nothing replicated are absent).
-    Raises PositionError when the replica cannot be read."""
+    ``timeout`` bounds each request to S3 and `litestream ltx`. Raises PositionError
+    when the replica cannot be read."""
     kind = backend(db)
     try:
         if kind == "file":
             return _file_heads(db)
         if kind == "s3":
-            return _s3_heads(db, env)
+            return _s3_heads(db, env, timeout)
     except PositionError:
         raise
     except Exception as exc:  # boto3's and the file system's errors alike
@@ -173,7 +179,26 @@ def replica_heads(db: Database, env: Mapping[str, str], *, binary: Path | None =
                             permanent=True)
     if binary is None:
         raise PositionError("no litestream binary to read the replica with")
-    return {"": _ltx_head(binary, db, env, config_path, secrets)}
+    return {"": _ltx_head(binary, db, env, config_path, secrets, timeout or _LTX_TIMEOUT)}
+
+
+async def replica_head(db: Database, env: Mapping[str, str], *, binary: Path,
+                       config_path: Path | None = None, secrets: Sequence[str] = (),
+                       timeout: float) -> Head:
+    """:func:`replica_heads` of one database for the event loop, within ``timeout``
+    (else TimeoutError): a listing runs in a worker thread, abandoned when cancelled (it
+    holds no child); `litestream ltx` runs as a child, killed at the deadline or when
+    cancelled, never left running."""
+    with anyio.fail_after(timeout):
+        if backend(db) != "litestream" or db.is_folder:
+            heads = await anyio.to_thread.run_sync(functools.partial(
+                replica_heads, db, env, binary=binary, config_path=config_path,
+                secrets=secrets, timeout=timeout), abandon_on_cancel=True)
+            return heads.get("", NOTHING)
+        result = await anyio.run_process(_ltx_argv(binary, db, config_path), env=dict(env),
+                                         check=False, stdin=subprocess.DEVNULL)
+    return _ltx_answer(result.returncode, result.stdout.decode("utf-8", "replace"),
+                       result.stderr.decode("utf-8", "replace"), secrets)
 
 
 def replica_checksum(db: Database, head: Head, env: Mapping[str, str]) -> bytes | None:
@@ -224,11 +249,12 @@ def _s3_location(db: Database) -> tuple[str, str, dict[str, str]]:
     return parts.netloc, unquote(parts.path).strip("/"), dict(parse_qsl(parts.query))
 
 
-def _s3_heads(db: Database, env: Mapping[str, str]) -> dict[str, Head]:
+def _s3_heads(db: Database, env: Mapping[str, str], timeout: float | None) -> dict[str, Head]:
     bucket, prefix, query = _s3_location(db)
     base = f"{prefix}/" if prefix else ""
     entries: dict[str, list[tuple[int, str]]] = {}
-    paginator = s3_client(query, env).get_paginator("list_objects_v2")
+    bounded = {} if timeout is None else {"connect_timeout": timeout, "read_timeout": timeout}
+    paginator = s3_client(query, env, **bounded).get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=base):
         for item in page.get("Contents", ()):
             rest = item["Key"][len(base):].split("/")
@@ -242,22 +268,29 @@ def _s3_heads(db: Database, env: Mapping[str, str]) -> dict[str, Head]:
     return {name: head for name, head in heads.items() if head.txid}
 
 
+def _ltx_argv(binary: Path, db: Database, config_path: Path | None) -> list[str]:
+    if config_path is not None:
+        return ltx_command(binary, config_path=config_path, database=db.path)
+    return ltx_command(binary, replica_url=db.replica_url)
+
+
 def _ltx_head(binary: Path, db: Database, env: Mapping[str, str], config_path: Path | None,
-              secrets: Sequence[str]) -> Head:
-    source = (["-config", str(config_path), str(db.path)] if config_path is not None
-              else [db.replica_url])
+              secrets: Sequence[str], timeout: float) -> Head:
     try:
-        result = subprocess.run([str(binary), "ltx", "-level", "all", "-json", *source],
-                                env=dict(env), capture_output=True, text=True,
-                                timeout=_LTX_TIMEOUT, stdin=subprocess.DEVNULL)
+        result = subprocess.run(_ltx_argv(binary, db, config_path), env=dict(env),
+                                capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise PositionError(f"litestream ltx gave no answer within {_LTX_TIMEOUT:g}s"
-                            ) from None
-    if result.returncode != 0:
-        lines = (result.stdout + result.stderr).strip().splitlines()
+        raise PositionError(f"litestream ltx gave no answer within {timeout:g}s") from None
+    return _ltx_answer(result.returncode, result.stdout, result.stderr, secrets)
+
+
+def _ltx_answer(code: int, stdout: str, stderr: str, secrets: Sequence[str]) -> Head:
+    if code != 0:
+        lines = (stdout + stderr).strip().splitlines()
         raise PositionError(scrub(lines[-1], secrets) if lines else
-                            f"litestream ltx exited with code {result.returncode}")
-    return head_from_ltx_json(result.stdout)
+                            f"litestream ltx exited with code {code}")
+    return head_from_ltx_json(stdout)
 
 
 def head_from_ltx_json(text: str) -> Head:

@@ -1,18 +1,16 @@
-"""One `litestream replicate` process: command, spawn, log pump, readiness, flush, close.
+"""One `litestream replicate` process: spawn, log pump, readiness, flush, close; and the
+log pump and the stop every Litestream child shares (`restore -f` too).
 
 The mechanism only (uvicorn's ``Process`` beside its ``Multiprocess``): when to start,
-restart or stop it is the supervisor's business.
+restart or stop it is the supervisor's business. Its command line is in commands.py.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,6 +21,7 @@ import anyio.abc
 
 from .._config.databases import Database
 from .._exceptions import StartupError
+from .commands import replicate_command as replicate_command  # for _primary/service.py
 from .control import ControlClient, ControlError, SyncResult
 from .logs import LitestreamLog
 
@@ -35,35 +34,6 @@ _MAX_LINE = 64 * 1024
 # After SIGKILL the kernel reaps at once; this only bounds the wait for the last
 # log lines, so that closing can never hang.
 REAP_LIMIT = 2.0
-
-# Exec'd by the current interpreter when `setpriv` is missing: ask the kernel to
-# SIGTERM Litestream when its parent dies, then become Litestream (same pid, so
-# signals and the control socket's pid check are unchanged).
-PDEATHSIG_EXEC = """\
-import ctypes, os, signal, sys
-PR_SET_PDEATHSIG = 1
-if ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) or os.getppid() != int(sys.argv[1]):
-    os._exit(70)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-
-
-def replicate_command(binary: Path, config_path: Path) -> list[str]:
-    """`litestream replicate`, wrapped on Linux so that it gets SIGTERM (and makes its
-    own final sync) if the app dies without stopping it (SIGKILL, OOM)."""
-    command = [str(binary), "replicate", "-config", str(config_path)]
-    if not sys.platform.startswith("linux"):
-        return command  # no parent-death signal; a graceful shutdown still stops it
-    setpriv = find_setpriv()
-    if setpriv:
-        return [setpriv, "--pdeathsig", "TERM", "--", *command]
-    return [sys.executable, "-I", "-S", "-c", PDEATHSIG_EXEC, str(os.getpid()), *command]
-
-
-@functools.cache
-def find_setpriv() -> str | None:
-    return shutil.which("setpriv")
-
 
 class LitestreamProcess:
     """A running, ready `litestream replicate`. Build it with :meth:`start`."""
@@ -218,25 +188,15 @@ class LitestreamProcess:
     async def aclose(self, *, grace: float) -> None:
         """SIGTERM (Litestream syncs once more), SIGKILL only past ``grace`` seconds,
         then reap. Runs to the end even when cancelled, within one deadline."""
+        def overdue() -> None:
+            logger.warning("litestream %r: did not stop within %ss; killing it", self.name,
+                           grace)
+
         try:
-            await self._stop_and_reap(grace)
+            await stop_process(self._process, grace=grace, on_overdue=overdue,
+                               drained=self._drained)
         finally:
             self._close_pidfd()
-
-    async def _stop_and_reap(self, grace: float) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(grace + REAP_LIMIT):
-            if grace > 0 and self.returncode is None:
-                self._process.terminate()
-                with anyio.move_on_after(grace):
-                    await self._process.wait()
-                if self.returncode is None:
-                    logger.warning("litestream %r: did not stop within %ss; killing it",
-                                   self.name, grace)
-            if self.returncode is None:
-                self._process.kill()
-            await self._process.wait()
-            await self._drained()
-            await self._process.aclose()
 
     def _close_pidfd(self) -> None:
         with self._kill_lock:
@@ -275,6 +235,27 @@ class LitestreamProcess:
         """Wait (briefly) until the exited child's last lines are logged."""
         with anyio.move_on_after(1):
             await self._pumped.wait()
+
+
+async def stop_process(process: anyio.abc.Process, *, grace: float,
+                       on_overdue: Callable[[], None] | None = None,
+                       drained: Callable[[], Awaitable[None]] | None = None) -> None:
+    """SIGTERM (Litestream syncs once more), SIGKILL only past ``grace`` seconds (at once
+    when ``grace`` is 0; ``on_overdue`` is told first), then reap, after ``drained``
+    (its last log lines). Runs to the end even when cancelled, within one deadline."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(grace + REAP_LIMIT):
+        if grace > 0 and process.returncode is None:
+            process.terminate()
+            with anyio.move_on_after(grace):
+                await process.wait()
+            if process.returncode is None and on_overdue is not None:
+                on_overdue()
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        if drained is not None:
+            await drained()
+        await process.aclose()
 
 
 async def pump_lines(process: anyio.abc.Process, on_line: Callable[[bytes], Awaitable[None]],

@@ -17,7 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ReplicaFailure", "classify", "error_line"]
+from .._exceptions import LitestreamError, RestoreError
+
+__all__ = ["ReplicaFailure", "classify", "error_line", "explain"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,3 +192,14 @@ def _exception_text(error: BaseException) -> str:
     message = str(error)
     name = type(error).__name__
     return f"{name}: {message}" if message else name
+
+
+def explain(error: LitestreamError) -> str:
+    """An error's message, with the cause in plain words and the fix when it is a
+    replica that could not be read and the message does not say them yet."""
+    message = str(error)
+    if isinstance(error, RestoreError) and "Fix:" not in message:
+        failure = classify(message)
+        if failure.recognised:
+            return f"{message}. {failure.cause[0].upper()}{failure.cause[1:]}. Fix: {failure.fix}"
+    return message

@@ -1,13 +1,19 @@
-"""The restart policy: what to do when Litestream exits without being asked to.
+"""The restart policy: what to do when Litestream exits without being asked to; and the
+one loop that applies it, to the primary's Litestream and to each follower's.
 
-A pure function of what happened (when it exited, how long it had run), kept apart
-from the process it judges (uvicorn's ``Multiprocess`` beside its ``Process``).
+The policy is a pure function of what happened (when it exited, how long it had run),
+kept apart from the process it judges (uvicorn's ``Multiprocess`` beside its
+``Process``); the loop knows no process either: it is handed one run at a time.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import anyio
 
 # A child that ran this long counts as a fresh start: its next crash restarts at once.
 STABLE_AFTER = 10.0
@@ -62,3 +68,37 @@ def backoff_delay(crashes_in_a_row: int, max_backoff: float) -> float:
     if crashes_in_a_row <= 1:
         return 0.0
     return float(min(_FIRST_BACKOFF * 2 ** (crashes_in_a_row - 2), max_backoff))
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """How one run of Litestream ended, unasked."""
+
+    code: int | None
+    ran_for: float | None  # seconds since it became ready; None: it never did
+    error: str | None = None  # its last error line, if it said one
+
+
+async def run_restarting(
+    run_once: Callable[[bool], Awaitable[Exited | None]], policy: RestartPolicy, *,
+    on_restart: Callable[[Exited, Restart], None],
+    on_give_up: Callable[[Exited, GiveUp], None],
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> GiveUp | None:
+    """Run Litestream again and again: ``run_once(restart)`` runs it (``restart``: after
+    an exit) to its end, Exited, or None when it ended on purpose (stopped, fenced, no
+    longer wanted). The policy judges each exit: ``on_restart`` then ``sleep`` the delay
+    and run again, or ``on_give_up`` and return the verdict. None: a run ended on
+    purpose."""
+    restart = False
+    while True:
+        exited = await run_once(restart)
+        if exited is None:
+            return None
+        decision = policy.on_exit(at=time.monotonic(), ran_for=exited.ran_for)
+        if isinstance(decision, GiveUp):
+            on_give_up(exited, decision)
+            return decision
+        on_restart(exited, decision)
+        await sleep(decision.delay)
+        restart = True

@@ -20,7 +20,7 @@ from .._exceptions import StartupError
 from .._litestream.control import ControlClient, SyncResult
 from .._litestream.logs import LitestreamLog
 from .._litestream.process import LitestreamProcess
-from .._litestream.restart import GiveUp, RestartPolicy
+from .._litestream.restart import Exited, GiveUp, Restart, RestartPolicy, run_restarting
 from .._locks.watchdog import Watchdog
 from .._state import State
 
@@ -47,7 +47,7 @@ class Keeper:
         # has open): start() refuses, the final flush too. None: it may.
         self.refused: str | None = None
         self.want_running = True
-        self.closing = False
+        self._closing = False
         self.lock = anyio.Lock()  # one start, stop, restart or takeover at a time
         self._command = command
         self._env = env
@@ -60,12 +60,31 @@ class Keeper:
         self._policy = RestartPolicy(max_restarts=settings.max_restarts,
                                      restart_window=settings.restart_window,
                                      max_backoff=settings.max_backoff)
-        self._restart_delay = 0.0
         self._wake = anyio.Event()
-        self.task_group: anyio.abc.TaskGroup | None = None  # the service's, for log pumps
+        # The service's, for the log pumps (attach()); written directly by service.py.
+        self.task_group: anyio.abc.TaskGroup | None = None
         # With a lease: Litestream may run only while its watchdog allows, which kills
         # it at the lease's deadline (LeaseKeeper.guard sets it).
         self.watchdog: Watchdog | None = None
+
+    def attach(self, task_group: anyio.abc.TaskGroup) -> None:
+        """The task group Litestream's log pumps run in (the service's): before start()."""
+        self.task_group = task_group
+
+    @property
+    def closing(self) -> bool:
+        """The app is shutting down: nothing starts or restarts Litestream any more."""
+        return self._closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        # For service.py until it uses begin_closing().
+        self._closing = value
+
+    def begin_closing(self) -> None:
+        """The app is shutting down: no start or restart from now on; a backoff ends."""
+        self._closing = True
+        self.wake()
 
     def set_state(self, state: State) -> None:
         """The one way the state changes; the service publishes it to the standbys."""
@@ -113,27 +132,12 @@ class Keeper:
     async def keep_alive(self) -> None:
         """The service's task: restart Litestream whenever it exits unasked."""
         while not self.closing:
-            child = self.child
-            if child is None:
-                if self.state is State.RESTARTING:
-                    await self._restart_after_backoff()
-                else:
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
+            if self.child is None:
+                self._wake = anyio.Event()
+                await self._wake.wait()
                 continue
-            code = await child.wait()
-            if self.child is not child:
-                continue  # stop() took it down on purpose and reaps it
-            await child.aclose(grace=0)
-            self.child = None
-            if not self.want_running or self.closing:
-                continue
-            if self.watchdog is not None and not self.watchdog.may_run():
-                # Killed by the lease's watchdog (or exited past the deadline): not a
-                # crash to restart; the lease's task fences and wins the lease back.
-                self.set_state(State.FENCED)
-            else:
-                self._on_exit(code, ran_for=time.monotonic() - child.started_at)
+            await run_restarting(self._run_once, self._policy, on_restart=self._restarting,
+                                 on_give_up=self._give_up, sleep=self._backoff)
 
     async def kill(self, state: State) -> None:
         """Stop Litestream at once, with no final sync (a fence: the lease may be
@@ -177,7 +181,8 @@ class Keeper:
             return flushed
 
     async def _spawn(self) -> None:
-        assert self.task_group is not None, "the service sets the task group"
+        if self.task_group is None:
+            raise RuntimeError("attach() the service's task group before start()")
         if self._lease_refuses():
             self.set_state(State.FENCED)
             return
@@ -203,35 +208,55 @@ class Keeper:
                        "(or it could have expired)", self.settings.name)
         return True
 
-    def _on_exit(self, code: int | None, *, ran_for: float | None) -> None:
+    async def _run_once(self, restart: bool) -> Exited | None:
+        """Run the child (spawned again first when ``restart``) until it exits: how,
+        or None when that was no crash (stopped, killed, fenced, or not to restart)."""
+        if restart:
+            async with self.lock:
+                if self.child is not None or self.state is not State.RESTARTING:
+                    return None  # start(), stop() or a shutdown came during the backoff
+                self.restarts += 1
+                try:
+                    await self._spawn()
+                except StartupError as exc:
+                    logger.warning("litestream %r: restart failed: %s", self.settings.name,
+                                   exc)
+                    return Exited(self.last_exit_code, ran_for=None)
+        child = self.child
+        if child is None:
+            return None  # the lease refused the restart (fenced)
+        code = await child.wait()
+        if self.child is not child:
+            return None  # stop() took it down on purpose and reaps it
+        await child.aclose(grace=0)
+        self.child = None
+        if not self.want_running or self.closing:
+            return None
+        if self.watchdog is not None and not self.watchdog.may_run():
+            # Killed by the lease's watchdog (or exited past the deadline): not a
+            # crash to restart; the lease's task fences and wins the lease back.
+            self.set_state(State.FENCED)
+            return None
         self.last_exit_code = code
-        decision = self._policy.on_exit(at=time.monotonic(), ran_for=ran_for)
-        if isinstance(decision, GiveUp):
-            self.want_running = False
-            self.set_state(State.FAILED)
-            logger.error(
-                "litestream %r: exited %d times within %ss (last code %s); staying down. "
-                "Replication is OFF. Fix the cause%s, then call start_litestream(%r)",
-                self.settings.name, decision.exits, self.settings.restart_window, code,
-                self._log.tail(), self.settings.name,
-            )
-            return
-        self._restart_delay = decision.delay
+        return Exited(code, ran_for=time.monotonic() - child.started_at)
+
+    def _give_up(self, exited: Exited, decision: GiveUp) -> None:
+        self.want_running = False
+        self.set_state(State.FAILED)
+        logger.error(
+            "litestream %r: exited %d times within %ss (last code %s); staying down. "
+            "Replication is OFF. Fix the cause%s, then call start_litestream(%r)",
+            self.settings.name, decision.exits, self.settings.restart_window, exited.code,
+            self._log.tail(), self.settings.name,
+        )
+
+    def _restarting(self, exited: Exited, decision: Restart) -> None:
         self.set_state(State.RESTARTING)
         logger.warning("litestream %r: exited unexpectedly with code %s%s; restarting",
-                       self.settings.name, code, self._log.tail())
+                       self.settings.name, exited.code, self._log.tail())
 
-    async def _restart_after_backoff(self) -> None:
-        if self._restart_delay:
+    async def _backoff(self, delay: float) -> None:
+        if delay:
             self._wake = anyio.Event()
-            with anyio.move_on_after(self._restart_delay):
+            with anyio.move_on_after(delay):
                 await self._wake.wait()  # stop() or shutdown cuts the wait short
-        async with self.lock:
-            if self.child is not None or self.state is not State.RESTARTING:
-                return
-            self.restarts += 1
-            try:
-                await self._spawn()
-            except StartupError as exc:
-                logger.warning("litestream %r: restart failed: %s", self.settings.name, exc)
-                self._on_exit(self.last_exit_code, ran_for=None)

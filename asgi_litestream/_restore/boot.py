@@ -19,6 +19,7 @@ import anyio.to_thread
 from .._config.databases import Database
 from .._config.settings import Settings
 from .._exceptions import RestoreError
+from .._litestream.commands import restore_command
 from .._litestream.listing import replica_names
 from .._litestream.logs import scrub
 from .._litestream.replica_errors import classify, error_line
@@ -41,7 +42,7 @@ def restore_database(
     """
     partial = _prepare(database, overwrite=overwrite)
     try:
-        result = subprocess.run(_restore_command(binary, config_path, database.path, partial),
+        result = subprocess.run(_latest(binary, config_path, database.path, partial),
                                 env=dict(env), capture_output=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -61,10 +62,9 @@ def _prepare(database: Database, *, overwrite: bool) -> Path:
     return partial
 
 
-def _restore_command(binary: Path, config_path: Path, target: Path, partial: Path
-                     ) -> list[str]:
-    return [str(binary), "restore", "-config", str(config_path), "-if-replica-exists",
-            "-o", str(partial), str(target)]
+def _latest(binary: Path, config_path: Path, target: Path, partial: Path) -> list[str]:
+    return restore_command(binary, config_path=config_path, database=target, output=partial,
+                           if_replica_exists=True)
 
 
 def _finish(database: Database, partial: Path, code: int, output: bytes,
@@ -181,7 +181,7 @@ async def _restore_now(binary: Path, config_path: Path, database: Database,
     during startup), Litestream is killed and the partial file removed at once,
     rather than a thread waiting out the download."""
     partial = _prepare(database, overwrite=False)
-    command = _restore_command(binary, config_path, database.path, partial)
+    command = _latest(binary, config_path, database.path, partial)
     try:
         with anyio.move_on_after(timeout) as scope:
             result = await anyio.run_process(command, env=dict(env), check=False,
@@ -202,8 +202,8 @@ async def _probe(binary: Path, config_path: Path, target: Path, env: Mapping[str
                  secrets: Sequence[str], timeout: float) -> tuple[bool | None, str]:
     """A dry run of the restore: (True, "") a backup exists, (False, "") the replica is
     empty, (None, error) it could not be read (Litestream's error, scrubbed)."""
-    command = [str(binary), "restore", "-config", str(config_path), "-dry-run",
-               "-o", str(_partial(target)), str(target)]
+    command = restore_command(binary, config_path=config_path, database=target,
+                              output=_partial(target), dry_run=True)
     with anyio.move_on_after(timeout):
         result = await anyio.run_process(command, env=dict(env), check=False,
                                           stdin=subprocess.DEVNULL)

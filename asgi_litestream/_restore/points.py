@@ -33,6 +33,7 @@ from .._config.databases import Database
 from .._config.settings import Settings
 from .._exceptions import ConfigError, RestoreError
 from .._litestream.binary import find_litestream_for
+from .._litestream.commands import ltx_command, restore_command
 from .._litestream.logs import scrub
 from .._litestream.rfc3339 import parse_time
 from .._litestream.workdir import generated_config
@@ -57,6 +58,15 @@ class RestorePoint:
     size: int  # bytes of the LTX file that brought it: a big one is a big change
     level: int  # 0: one sync; 1-3: compacted windows; 9: a full snapshot
     min_txid: int  # that file holds transactions min_txid..txid
+
+    @property
+    def created_text(self) -> str:
+        """``created`` as the command line shows it: RFC 3339 UTC, to the second."""
+        return self.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txid": self.txid, "created": self.created_text, "size": self.size,
+                "level": self.level, "min_txid": self.min_txid}
 
 
 def parse_timestamp(value: datetime | str, option: str = "timestamp") -> datetime:
@@ -99,9 +109,9 @@ def list_restore_points(settings: Settings, binary: Path | None = None) -> list[
     """Every restore point of every configured database, database by database, oldest
     first (none for a database with no backup). ``binary``: the settings' by default."""
     points: list[RestorePoint] = []
-    with _litestream(settings, binary) as run:
+    with _litestream(settings, binary) as (found, config, run):
         for db in settings.databases:
-            output = run("ltx", "-level", "all", "-json", str(db.path),
+            output = run(ltx_command(found, config_path=config, database=db.path),
                          doing=f"listing the backups of {db.path} in {db.replica}")
             points += restore_points(db.path, _document(output))
     return points
@@ -124,8 +134,8 @@ async def list_restore_points_within(
     async def list_one(db: Database) -> None:
         async with limiter:
             result = await anyio.run_process(
-                [str(binary), "ltx", "-config", str(config_path), "-level", "all", "-json",
-                 str(db.path)], env=dict(env), check=False, stdin=subprocess.DEVNULL)
+                ltx_command(binary, config_path=config_path, database=db.path),
+                env=dict(env), check=False, stdin=subprocess.DEVNULL)
         stdout = result.stdout.decode("utf-8", "replace")
         try:
             if result.returncode != 0:
@@ -175,8 +185,8 @@ def restore_to(
     The copy is written under a temporary name and renamed into place.
     """
     db = find_database(settings, database)
-    flags, wanted = _point(timestamp, txid)
-    fix = ("check the replica URL" if not flags
+    at_txid, at_time, wanted = _point(timestamp, txid)
+    fix = ("check the replica URL" if at_txid is None and at_time is None
            else "pick a point that `asgi-litestream backups` lists")
     target = db.path if output is None else Path(output).expanduser().absolute()
     if output is not None:
@@ -186,11 +196,13 @@ def restore_to(
                                "restore into a new file, or move that one away")
     partial = target.with_name(f".{target.name}.rewind-{os.getpid()}")
     guarded = [d for d in settings.databases if d.path == target]
-    with restore_lock(guarded), _litestream(settings, binary) as run:
+    with restore_lock(guarded), _litestream(settings, binary) as (found, config, run):
         _remove(partial)
         try:
-            result = _document(run("restore", "-json", *flags, "-o", str(partial),
-                                   str(db.path), doing=f"restoring {db.path} from {db.replica}",
+            command = restore_command(found, config_path=config, database=db.path,
+                                      output=partial, json=True, txid=at_txid,
+                                      timestamp=at_time)
+            result = _document(run(command, doing=f"restoring {db.path} from {db.replica}",
                                    no_match=f"{db.path} has no restore point {wanted} in "
                                    f"{db.replica}. Fix: {fix}"))
             restored = int(result["txid"], 16)
@@ -229,31 +241,33 @@ def restore_lock(databases: Sequence[Database]) -> Iterator[None]:
             lock.resign()
 
 
-def _point(timestamp: datetime | str | None, txid: int | None) -> tuple[list[str], str]:
-    """Litestream's flags for the point asked for, and how to name it in an error."""
+def _point(timestamp: datetime | str | None, txid: int | None
+           ) -> tuple[int | None, str | None, str]:
+    """The txid or the RFC 3339 time asked for, and how to name the point in an error."""
     if timestamp is not None and txid is not None:
         raise ConfigError("txid", txid, "cannot be combined with a timestamp",
                           "pass either timestamp or txid")
     if timestamp is not None:
         text = parse_timestamp(timestamp).isoformat().replace("+00:00", "Z")
-        return ["-timestamp", text], f"before {text}"
+        return None, text, f"before {text}"
     if txid is not None:
         if isinstance(txid, bool) or not isinstance(txid, int) or not 0 < txid < 2**64:
             raise ConfigError("txid", txid, "must be a positive transaction id",
                               "pass a txid that `asgi-litestream backups` lists")
-        return ["-txid", f"{txid:016x}"], f"at txid {txid}"
-    return [], "at all"
+        return txid, None, f"at txid {txid}"
+    return None, None, "at all"
 
 
 @contextlib.contextmanager
-def _litestream(settings: Settings, binary: Path | None) -> Iterator[Callable[..., str]]:
-    """A runner of ``litestream`` commands with the generated config and child env."""
-    binary = binary or find_litestream_for(settings)
+def _litestream(settings: Settings, binary: Path | None
+                ) -> Iterator[tuple[Path, Path, Callable[..., str]]]:
+    """The binary, the generated config, and a runner of ``litestream`` command lines
+    with the child env."""
+    found = binary or find_litestream_for(settings)
     with generated_config(settings) as (config, _):
         env = settings.child_env(os.environ)
 
-        def run(command: str, *args: str, doing: str, no_match: str = "") -> str:
-            argv = [str(binary), command, "-config", str(config), *args]
+        def run(argv: list[str], *, doing: str, no_match: str = "") -> str:
             try:
                 result = subprocess.run(argv, env=env, capture_output=True, text=True,
                                         timeout=settings.restore_timeout,
@@ -269,7 +283,7 @@ def _litestream(settings: Settings, binary: Path | None) -> Iterator[Callable[..
                 raise RestoreError(f"{doing} failed (exit {result.returncode}): {reason}")
             return result.stdout
 
-        yield run
+        yield found, config, run
 
 
 def _document(stdout: str) -> Any:

@@ -35,6 +35,7 @@ import anyio
 import anyio.to_thread
 
 from .._config.databases import Database
+from .._litestream.commands import restore_command
 from .._litestream.control import ControlClient, ControlError
 from .._litestream.logs import scrub
 from .._litestream.replica_errors import classify, error_line
@@ -111,8 +112,8 @@ async def _verify_one(
             return DatabaseVerification(path=path, ok=False,
                                         reason=f"the replica did not confirm: {exc}")
     side.unlink(missing_ok=True)
-    command = [str(binary), "restore", "-config", str(config_path), "-json",
-               "-if-replica-exists", "-o", str(side), path]
+    command = restore_command(binary, config_path=config_path, database=db.path, output=side,
+                              json=True, if_replica_exists=True)
     with anyio.move_on_after(timeout) as scope:
         result = await anyio.run_process(command, env=dict(env), check=False,
                                           stdin=subprocess.DEVNULL)

@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from asgi_litestream import ConfigError, LitestreamLifespan, RestoreError
-from asgi_litestream._follower.process import _Attempt, follow_command, lasting_failure
+from asgi_litestream._follower.process import _Attempt, lasting_failure
+from asgi_litestream._litestream.commands import restore_command
 from asgi_litestream._litestream.replica_errors import classify, error_line
 from asgi_litestream._locks.lease import LeaseStoreError
 from asgi_litestream._locks.lease_stores import lease_store
@@ -256,7 +257,8 @@ def test_a_followers_first_restore_of_a_missing_bucket_is_a_lasting_failure(
     restart mends: the follower is told to give up at once (lasting_failure), naming it.
     After a copy was made, the same error is retried as ever."""
     url = s3.url().replace(s3.bucket, s3.bucket + "-gone")
-    command = follow_command(litestream_bin, tmp_path / "copy.db", [url], interval=1.0)
+    command = restore_command(litestream_bin, output=tmp_path / "copy.db", replica_url=url,
+                              if_replica_exists=True, follow=1.0)
     result = subprocess.run(command, env=s3.env(), capture_output=True, text=True,
                             timeout=30, stdin=subprocess.DEVNULL)
     assert result.returncode == 1
