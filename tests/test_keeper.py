@@ -199,17 +199,13 @@ async def test_too_many_exits_give_up_until_started_again(
 
 async def test_closing_ends_keep_alive_and_refuses_to_start(tmp_path: Path,
                                                            short_dir: Path) -> None:
-    """begin_closing(): keep_alive returns, start() does nothing; `closing` reads it
-    (and service.py's plain assignment still works)."""
+    """begin_closing(): keep_alive returns, start() does nothing; `closing` reads it."""
     async with running_keeper(tmp_path, short_dir, "serve") as (keeper, _):
         assert keeper.closing is False
         keeper.begin_closing()
         assert keeper.closing is True
         await keeper.start()
         assert keeper.child is None and spawns(tmp_path) == 0
-        keeper.closing = False  # as service.py writes it, until it uses begin_closing()
-        assert keeper.closing is False
-        keeper.closing = True
 
 
 async def test_a_start_without_a_task_group_is_refused(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ async def hand_over_and_stop(*, role: Role | None, keeper: Keeper, leadership: L
     stopped_by_the_app = role is Role.LEADER and keeper.state is State.STOPPED
     not_the_writer = (keeper.state in (State.WAITING_FOR_LEASE, State.FENCED)
                       or keeper.refused is not None)
-    keeper.closing = True
+    keeper.begin_closing()
     keeper.wake()
     try:
         leadership.leave()

@@ -118,8 +118,8 @@ class Joining:
                                   on_start=lambda: keeper.set_state(State.RESTORING))
         if not keeper.closing:
             await keeper.start()
-            if self.lease is not None and keeper.task_group is not None:
-                keeper.task_group.start_soon(functools.partial(
+            if self.lease is not None:
+                keeper.start_soon(functools.partial(
                     hold_the_lease, self.lease, keeper, give_up=self._stopping,
                     behind=functools.partial(moved_on, self._find_stale)))
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -61,25 +62,27 @@ class Keeper:
                                      restart_window=settings.restart_window,
                                      max_backoff=settings.max_backoff)
         self._wake = anyio.Event()
-        # The service's, for the log pumps (attach()); written directly by service.py.
-        self.task_group: anyio.abc.TaskGroup | None = None
+        # The service's (attach()): Litestream's log pumps and the lease's renewals.
+        self._task_group: anyio.abc.TaskGroup | None = None
         # With a lease: Litestream may run only while its watchdog allows, which kills
         # it at the lease's deadline (LeaseKeeper.guard sets it).
         self.watchdog: Watchdog | None = None
 
     def attach(self, task_group: anyio.abc.TaskGroup) -> None:
         """The task group Litestream's log pumps run in (the service's): before start()."""
-        self.task_group = task_group
+        self._task_group = task_group
+
+    def start_soon(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``func`` beside Litestream (the lease's renewals): it lives as long as the
+        service's task group, through the final flush."""
+        if self._task_group is None:
+            raise RuntimeError("Keeper.start_soon() before attach()")
+        self._task_group.start_soon(func)
 
     @property
     def closing(self) -> bool:
         """The app is shutting down: nothing starts or restarts Litestream any more."""
         return self._closing
-
-    @closing.setter
-    def closing(self, value: bool) -> None:
-        # For service.py until it uses begin_closing().
-        self._closing = value
 
     def begin_closing(self) -> None:
         """The app is shutting down: no start or restart from now on; a backoff ends."""
@@ -181,7 +184,7 @@ class Keeper:
             return flushed
 
     async def _spawn(self) -> None:
-        if self.task_group is None:
+        if self._task_group is None:
             raise RuntimeError("attach() the service's task group before start()")
         if self._lease_refuses():
             self.set_state(State.FENCED)
@@ -189,7 +192,7 @@ class Keeper:
         self.child = await LitestreamProcess.start(
             self._command, name=self.settings.name, env=self._env, pass_fds=self._pass_fds(),
             control=self._control, log=self._log, databases=self.settings.databases,
-            task_group=self.task_group, timeout=self.settings.startup_timeout,
+            task_group=self._task_group, timeout=self.settings.startup_timeout,
             on_spawn=None if self.watchdog is None else self.watchdog.watch,
         )
         self.version = self.child.version

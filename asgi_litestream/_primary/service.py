@@ -139,7 +139,7 @@ class ReplicationService:
             async with anyio.create_task_group() as task_group:
                 # The keeper's: Litestream's log pumps, the lease's renewals, durable
                 # syncs. They outlive the watching tasks, through the final flush.
-                self.keeper.task_group = task_group
+                self.keeper.attach(task_group)
                 self.syncs = DurableSyncs(
                     (db.path for db in self.settings.databases if not db.is_folder),
                     self.replicating.sync_once, task_group,

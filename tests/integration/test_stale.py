@@ -421,7 +421,7 @@ async def test_a_standby_that_finds_the_file_stale_never_replicates_it_even_at_s
                                  environ=os.environ)
     try:
         async with anyio.create_task_group() as group:
-            service.keeper.task_group = group
+            service.keeper.attach(group)
             assert service.leadership.join() and service.leadership.try_lead()
             service.note_app_start()  # a standby whose app runs, taking over
             await service.joining.lead(takeover=True)
