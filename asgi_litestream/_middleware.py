@@ -9,6 +9,7 @@ import logging
 import math
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,7 @@ from ._handle import Supervisor
 from ._lifespan import Gate, run_inner_lifespan
 from ._litestream.binary import find_litestream_for
 from ._litestream.listing import check_listable
-from ._litestream.logs import LitestreamLog, show_lifecycle
-from ._litestream.restart import RestartPolicy
+from ._litestream.logs import show_lifecycle
 from ._litestream.workdir import (
     CONFIG_NAME,
     Workdir,
@@ -146,122 +146,119 @@ class LitestreamLifespan:
         # --lifespan auto, and the app would serve with no backup at all. Preflight
         # runs outside any task group, so its errors arrive unwrapped.
         workdir: Workdir | None = None
-        handle: Supervisor | ReadReplica
         try:
             settings = Settings.from_options(**self._options)
             binary = await anyio.to_thread.run_sync(_check_files_and_find_binary, settings)
-            if settings.sqlite_pragmas and settings.role == "primary":
-                install_pragmas(self._options["database"])
             workdir = private_workdir()
-            if settings.role == "follower":
-                # The followers name each replica through the config file, never argv.
-                write_config(settings, workdir)
-                followers, handle, lock = _followers(
-                    settings, binary, workdir, engines_in(self._options["database"]))
-            else:
-                metrics_addr = loopback_address() if settings.metrics_path else None
-                write_config(settings, workdir, metrics_addr=metrics_addr)
-                service = ReplicationService(settings, binary=binary, workdir=workdir.path,
-                                             environ=os.environ, metrics_addr=metrics_addr)
-                supervisor = Supervisor(service)
-                handle = supervisor
-            _registry.register(settings.name, handle)
+            # The one place the role matters: from here on both run the same way.
+            build = _follower_role if settings.role == "follower" else _primary_role
+            role = build(settings, binary, workdir, self._options["database"])
+            _registry.register(settings.name, role.handle)
         except Exception as exc:
             if workdir is not None:
                 workdir.remove()
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
-            if settings.role == "follower":
-                try:
-                    await self._serve_followers(followers, handle, workdir, scope, receive,
-                                                send, startup)
-                finally:
-                    lock.resign()
-            else:
-                await self._serve(service, supervisor, workdir, scope, receive, send,
-                                  startup)
+            await self._serve(role, settings.name, workdir, scope, receive, send, startup)
         finally:
-            _registry.unregister(settings.name, handle)
+            role.release()
+            _registry.unregister(settings.name, role.handle)
             self.routes.service = None
             self.routes.follower = None
             workdir.remove()
 
-    async def _serve_followers(self, followers: FollowerSet, handle: Any, workdir: Workdir,
-                               scope: Scope, receive: Receive, send: Send,
-                               startup: Message) -> None:
-        """A read replica: the copies follow in the background (readiness 503 until
-        they are in place and within max_lag); the app's lifespan runs inside ours."""
-        async with anyio.create_task_group() as task_group:
-            await task_group.start(followers.serve)
-            self.routes.follower = handle
-            if "state" in scope:
-                scope["state"]["litestream"] = handle
-            try:
-                error = await run_inner_lifespan(
-                    self.app, self._gate, followers.close, handle.name, workdir, scope,
-                    receive, send, startup,
-                    in_place=lambda: followers.wait_ready(math.inf),
-                    placed_now=lambda: followers.ready,
-                    state=lambda: "restoring")
-            finally:
-                await followers.close()
-        if error is not None:
-            raise error
-
-    async def _serve(self, service: ReplicationService, supervisor: Supervisor,
-                     workdir: Workdir, scope: Scope, receive: Receive, send: Send,
-                     startup: Message) -> None:
-        """Litestream ready first, then the app's lifespan inside ours, then the close."""
+    async def _serve(self, role: _Role, name: str, workdir: Workdir, scope: Scope,
+                     receive: Receive, send: Send, startup: Message) -> None:
+        """Litestream (or the followers) started first, then the app's lifespan inside
+        ours, then the close."""
         # Errors are carried out of the task group and raised after it, so that the
         # server sees the error itself rather than an ExceptionGroup around it.
         error: Exception | None = None
         async with anyio.create_task_group() as task_group:
             try:
-                # Lead (restore, spawn) or follow; a SIGTERM meanwhile stops it (_stop_signals).
-                await unless_stopped(functools.partial(task_group.start, service.serve),
-                                     name=service.settings.name)
+                # Lead (restore, spawn), follow, or start the copies; a SIGTERM
+                # meanwhile stops it (_stop_signals).
+                await unless_stopped(functools.partial(task_group.start, role.serve),
+                                     name=name)
             except Exception as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 error = exc
             else:
-                self.routes.service = service
+                role.show(self.routes)
                 if "state" in scope:
-                    scope["state"]["litestream"] = supervisor
+                    scope["state"]["litestream"] = role.handle
                 try:
                     error = await run_inner_lifespan(
-                        self.app, self._gate, service.close, service.settings.name, workdir,
-                        scope, receive, send, startup, in_place=service.wait_in_place,
-                        placed_now=service.placed,
-                        state=lambda: service.state.value, on_app_start=service.note_app_start)
+                        self.app, self._gate, role.close, name, workdir, scope, receive,
+                        send, startup, in_place=role.in_place, placed_now=role.placed_now,
+                        state=role.state, on_app_start=role.on_app_start)
                 finally:
-                    await service.close()  # a no-op once the inner lifespan closed it
+                    await role.close()  # a no-op once the inner lifespan closed it
         if error is not None:
             raise error
 
 
-def _followers(settings: Settings, binary: Path, workdir: Workdir, engines: list[Any]
-               ) -> tuple[FollowerSet, ReadReplica, Leadership]:
-    """The followers of a read replica, and the lock that makes them the only ones."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Role:
+    """What the lifespan runs, a primary or a read replica alike: built once by
+    :func:`_primary_role` or :func:`_follower_role`, then served one way."""
+
+    handle: Supervisor | ReadReplica  # request.state.litestream, the registry's entry
+    serve: Callable[..., Awaitable[None]]  # an anyio service: task_group.start(serve)
+    close: Callable[[], Awaitable[None]]
+    in_place: Callable[[], Awaitable[object]]  # the app's own startup waits for it
+    placed_now: Callable[[], bool]
+    state: Callable[[], str]  # what the gate's 503 says meanwhile
+    show: Callable[[Routes], None]  # hands the routes what they serve
+    on_app_start: Callable[[], None] | None = None
+    release: Callable[[], None] = lambda: None
+
+
+def _primary_role(settings: Settings, binary: Path, workdir: Workdir, database: Any
+                  ) -> _Role:
+    """Replicate (lead, or stand by for the leading worker)."""
+    if settings.sqlite_pragmas:
+        install_pragmas(database)
+    metrics_addr = loopback_address() if settings.metrics_path else None
+    write_config(settings, workdir, metrics_addr=metrics_addr)
+    service = ReplicationService(settings, binary=binary, workdir=workdir.path,
+                                 environ=os.environ, metrics_addr=metrics_addr)
+
+    def show(routes: Routes) -> None:
+        routes.service = service
+
+    return _Role(handle=Supervisor(service), serve=service.serve, close=service.close,
+                 in_place=service.wait_in_place, placed_now=service.placed,
+                 state=lambda: service.state.value, show=show,
+                 on_app_start=service.note_app_start)
+
+
+def _follower_role(settings: Settings, binary: Path, workdir: Workdir, database: Any
+                   ) -> _Role:
+    """A read replica: the copies follow in the background (readiness 503 until they
+    are in place and within max_lag), under a lock that makes them the only ones."""
+    write_config(settings, workdir)  # each replica named through the file, never argv
+    engines = engines_in(database)
+    followers = FollowerSet.from_settings(
+        settings, binary, config_path=workdir.path / CONFIG_NAME,
+        env=settings.child_env(os.environ),
+        on_fresh_copy=lambda path: replica.fresh_copy(path, engines),
+        on_update=(lambda path: dispose_pools(engines)) if engines else None)
+    replica = ReadReplica(settings, followers)
     lock = Leadership(settings.databases)
     if not lock.try_lead():
         raise StartupError(
             f"another process already follows {', '.join(str(d.path) for d in settings.databases)}"
             ". Fix: a follower runs one worker per copy: scale pods, not --workers")
-    followers = FollowerSet(
-        binary, settings.databases, env=settings.child_env(os.environ),
-        log=LitestreamLog(settings.secrets()), name=settings.name,
-        config_path=workdir.path / CONFIG_NAME,
-        policy=lambda: RestartPolicy(max_restarts=settings.max_restarts,
-                                     restart_window=settings.restart_window,
-                                     max_backoff=settings.max_backoff),
-        interval=settings.sync_interval, health_interval=settings.health_interval,
-        max_lag=settings.max_lag, probe_timeout=settings.startup_timeout,
-        grace=settings.stop_timeout, secrets=settings.secrets(),
-        on_fresh_copy=lambda path: replica.fresh_copy(path, engines),
-        on_update=(lambda path: dispose_pools(engines)) if engines else None)
-    replica = ReadReplica(settings, followers)
-    return followers, replica, lock
+
+    def show(routes: Routes) -> None:
+        routes.follower = replica
+
+    return _Role(handle=replica, serve=followers.serve, close=followers.close,
+                 in_place=lambda: followers.wait_ready(math.inf),
+                 placed_now=lambda: followers.ready, state=lambda: "restoring", show=show,
+                 release=lock.resign)
 
 
 def _check_files_and_find_binary(settings: Settings) -> Path:

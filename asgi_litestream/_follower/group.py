@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 
 from .._config.databases import Database
+from .._config.settings import Settings
 from .._litestream.logs import LitestreamLog
 from .._litestream.restart import RestartPolicy
 from .follower import Follower
@@ -41,6 +42,27 @@ class FollowerSet:
             for db in databases)
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, binary: Path, *, config_path: Path,
+        env: Mapping[str, str],
+        on_fresh_copy: Callable[[Path], Awaitable[None]] | None = None,
+        on_update: Callable[[Path], Awaitable[None]] | None = None,
+    ) -> FollowerSet:
+        """A follower per database of ``settings``, with its options: restarts as the
+        primary's, ``sync_interval`` as the follow interval, ``startup_timeout`` as
+        the probe's, ``stop_timeout`` as the grace before SIGKILL."""
+        return cls(
+            binary, settings.databases, env=env, log=LitestreamLog(settings.secrets()),
+            name=settings.name, config_path=config_path,
+            policy=lambda: RestartPolicy(max_restarts=settings.max_restarts,
+                                         restart_window=settings.restart_window,
+                                         max_backoff=settings.max_backoff),
+            interval=settings.sync_interval, health_interval=settings.health_interval,
+            max_lag=settings.max_lag, probe_timeout=settings.startup_timeout,
+            grace=settings.stop_timeout, secrets=settings.secrets(),
+            on_fresh_copy=on_fresh_copy, on_update=on_update)
 
     @property
     def ready(self) -> bool:
