@@ -164,8 +164,7 @@ class LitestreamLifespan:
         finally:
             role.release()
             _registry.unregister(settings.name, role.handle)
-            self.routes.service = None
-            self.routes.follower = None
+            self.routes.clear()
             workdir.remove()
 
     async def _serve(self, role: _Role, name: str, workdir: Workdir, scope: Scope,
@@ -225,12 +224,10 @@ def _primary_role(settings: Settings, binary: Path, workdir: Workdir, database: 
     service = ReplicationService(settings, binary=binary, workdir=workdir.path,
                                  environ=os.environ, metrics_addr=metrics_addr)
 
-    def show(routes: Routes) -> None:
-        routes.service = service
-
     return _Role(handle=Supervisor(service), serve=service.serve, close=service.close,
                  in_place=service.wait_in_place, placed_now=service.placed,
-                 state=lambda: service.state.value, show=show,
+                 state=lambda: service.state.value,
+                 show=lambda routes: routes.serve_primary(service),
                  on_app_start=service.note_app_start)
 
 
@@ -252,12 +249,10 @@ def _follower_role(settings: Settings, binary: Path, workdir: Workdir, database:
             f"another process already follows {', '.join(str(d.path) for d in settings.databases)}"
             ". Fix: a follower runs one worker per copy: scale pods, not --workers")
 
-    def show(routes: Routes) -> None:
-        routes.follower = replica
-
     return _Role(handle=replica, serve=followers.serve, close=followers.close,
                  in_place=lambda: followers.wait_ready(math.inf),
-                 placed_now=lambda: followers.ready, state=lambda: "restoring", show=show,
+                 placed_now=lambda: followers.ready, state=lambda: "restoring",
+                 show=lambda routes: routes.serve_follower(replica),
                  release=lock.resign)
 
 

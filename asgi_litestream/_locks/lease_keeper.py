@@ -74,10 +74,10 @@ class Fenced(Protocol):
     """What the lease fences: the keeper of this worker's Litestream (_primary/keeper.py),
     seen from below. It runs Litestream only while the watchdog allows."""
 
-    watchdog: Watchdog | None
-
     @property
     def child(self) -> Killable | None: ...
+
+    def use_watchdog(self, watchdog: Watchdog) -> None: ...
 
     async def start(self) -> None: ...
 
@@ -136,7 +136,7 @@ class LeaseKeeper:
         """Let ``keeper`` run Litestream only while the lease is ours, and have the
         watchdog kill its child at the deadline. Call it before the first start (it
         may be called again)."""
-        keeper.watchdog = self.watchdog
+        keeper.use_watchdog(self.watchdog)
         self.watchdog.watch(keeper.child)
 
     async def acquire(self, *, give_up: Callable[[], bool],
@@ -295,6 +295,10 @@ class LeaseKeeper:
             expires_at=shown.expires_at.isoformat() if shown else None,
             expires_in_s=round(_left(shown.expires_at), 1) if shown else None,
             ttl_s=self.ttl, fenced_because=self.fenced_because, error=self.last_error)
+
+    def fence_for_good(self, why: str) -> None:
+        """The lease is given back and will not be taken again: ``why`` is shown."""
+        self.lease, self.fenced_because = None, why
 
     def _fenced(self, why: str) -> str:
         self.lease, self.fenced_because = None, why

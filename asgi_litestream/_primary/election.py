@@ -47,6 +47,10 @@ class Election:
         self.leader_ok = found.get("pid") == info.litestream_pid
         return self.leader_ok
 
+    def heard_from_leader(self, answered: bool) -> None:
+        """Whether the leader's Litestream answered the last health poll."""
+        self.leader_ok = answered
+
     def leader_running(self) -> bool:
         """Re-read what the leader published; whether it says it replicates."""
         self.leader = self.leadership.leader_info() or self.leader

@@ -36,10 +36,10 @@ async def hold_the_lease(lease: LeaseKeeper, keeper: Fenced, *,
         moved_on = await behind()
         if moved_on is not None:
             await lease.release()
-            lease.fenced_because = moved_on
+            lease.fence_for_good(moved_on)
             logger.error("litestream %r: FENCED for good: %s. Fix: restart the app; it "
                          "restores the replica's copy before replicating", lease.name,
-                         lease.fenced_because)
+                         moved_on)
             return
         logger.info("litestream %r: the lease is ours again; replicating again", lease.name)
         try:

@@ -100,10 +100,8 @@ class Joining:
             if stale:
                 # Never started again here, not even for the final flush: that would
                 # replicate the stale file over the replica.
-                keeper.refused = (f"{stale[0].describe()}; restart the app to "
-                                  "restore the replica's copy first")
-                keeper.want_running = False
-                keeper.set_state(State.FAILED)
+                keeper.refuse(f"{stale[0].describe()}; restart the app to restore the "
+                              "replica's copy first")
                 logger.error("litestream %r: NOT replicating: %s, and the app has it open, "
                              "so it cannot be replaced now. Fix: restart the app; it sets "
                              "the file aside and restores the replica's before it starts",

@@ -89,6 +89,18 @@ class Keeper:
         self._closing = True
         self.wake()
 
+    def refuse(self, reason: str) -> None:
+        """Stay down for good (``failed``), even for the final flush: starting would
+        replicate a file that must not reach the replica. ``reason`` says why."""
+        self.refused = reason
+        self.want_running = False
+        self.set_state(State.FAILED)
+
+    def use_watchdog(self, watchdog: Watchdog) -> None:
+        """Run Litestream only while ``watchdog`` allows (the lease's): it kills the
+        child at the lease's deadline."""
+        self.watchdog = watchdog
+
     def set_state(self, state: State) -> None:
         """The one way the state changes; the service publishes it to the standbys."""
         self.state = state

@@ -59,7 +59,7 @@ class Replicating:
             return
         control = self.election.control()
         if control is not None:
-            self.election.leader_ok = await self.health.poll(control)
+            self.election.heard_from_leader(await self.health.poll(control))
 
     def metrics_address(self) -> str | None:
         """Where Litestream's own metrics are: ours, or the leader's on a standby."""

@@ -120,7 +120,8 @@ class Access:
 
 
 class Routes:
-    """Path → handler for the routes that are on; ``service`` is set once started."""
+    """Path → handler for the routes that are on; what they answer for is given once
+    started (:meth:`serve_primary`, :meth:`serve_follower`)."""
 
     def __init__(self, *, status_path: str | None, metrics_path: str | None,
                  dashboard_path: str | None) -> None:
@@ -140,6 +141,18 @@ class Routes:
         self._points_cache: tuple[float, dict[str, list[dict[str, Any]] | None] | None] = (
             -_POINTS_EVERY, None)
         self._listing = False  # a listing of the restore points runs: never a second
+
+    def serve_primary(self, service: ServiceView) -> None:
+        """Answer for ``service`` (it has started) until :meth:`clear`."""
+        self.service, self.follower = service, None
+
+    def serve_follower(self, replica: ReadReplica) -> None:
+        """Answer for the read replica's copies until :meth:`clear`."""
+        self.service, self.follower = None, replica
+
+    def clear(self) -> None:
+        """Stopped: the routes answer 503 "not started" again."""
+        self.service, self.follower = None, None
 
     def _access_for(self, settings: Settings) -> Access:
         if self._access is None or self._access.settings is not settings:
