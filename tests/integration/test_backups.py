@@ -22,8 +22,8 @@ from asgi_litestream import LitestreamLifespan
 from asgi_litestream._config.settings import Settings
 from asgi_litestream._exceptions import RestoreError
 from asgi_litestream._restore.points import list_restore_points, restore_to
+from tests.cli.test_cli import cli
 from tests.helpers import S3, client, lifespan, notes_app
-from tests.test_cli import cli
 
 pytestmark = pytest.mark.integration
 

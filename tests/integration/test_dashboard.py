@@ -27,7 +27,7 @@ import pytest
 from asgi_litestream import LitestreamLifespan
 from tests.helpers import S3, client, lifespan, notes_app
 from tests.integration.servers import ROOT, Server, start_server
-from tests.test_dashboard import Element, Page
+from tests.web.test_dashboard import Element, Page
 
 pytestmark = pytest.mark.integration
 

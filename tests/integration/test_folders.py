@@ -161,7 +161,7 @@ async def test_the_cli_restores_every_database_of_a_folder(
 ) -> None:
     """`asgi-litestream restore --database 'folder/*.db'` restores each database the
     replica holds, as the app would on boot."""
-    from tests.test_cli import cli
+    from tests.cli.test_cli import cli
 
     folder = tmp_path / "tenants"
     folder.mkdir()

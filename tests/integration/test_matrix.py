@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from asgi_litestream import LitestreamLifespan
+from tests.cli.test_cli import cli
 from tests.helpers import (
     S3,
     client,
@@ -35,7 +36,6 @@ from tests.helpers import (
     survivors,
 )
 from tests.integration.servers import Server, start_server, statuses_of_all_workers
-from tests.test_cli import cli
 
 pytestmark = pytest.mark.integration
 

@@ -84,7 +84,7 @@ async def test_verify_interval_runs_in_the_background(
 
 
 def verify_cli(tmp_path: Path, litestream_bin: Path, *extra: str):  # type: ignore[no-untyped-def]
-    from tests.test_cli import cli
+    from tests.cli.test_cli import cli
 
     return cli("verify", "--database", str(tmp_path / "app.db"),
                "--replica-url", f"file://{tmp_path}/replica", *extra,
@@ -113,7 +113,7 @@ async def test_the_cli_verifies_against_the_running_app_then_alone(
     damaged = verify_cli(tmp_path, litestream_bin)
     assert damaged.returncode == 1 and damaged.stdout.startswith("FAILED "), damaged.stdout
 
-    from tests.test_cli import cli
+    from tests.cli.test_cli import cli
 
     broken = cli("verify", "--database", str(tmp_path / "app.db"),
                  "--replica-url", f"file://{tmp_path}/replica",

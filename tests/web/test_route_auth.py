@@ -376,7 +376,7 @@ async def test_a_follower_answers_anonymous_probes_with_the_four_fields(
 
 def test_the_docs_say_who_sees_what() -> None:
     """The docs' status-route section names each route's audience and the bypass."""
-    page = Path(__file__).resolve().parents[1] / "docs" / "status-and-kubernetes.md"
+    page = Path(__file__).resolve().parents[2] / "docs" / "status-and-kubernetes.md"
     section = re.search(r"### Who sees what\n(.*?)\n##+ ", page.read_text(), re.S)
     assert section is not None
     text = section.group(1)

@@ -7,8 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from asgi_litestream._litestream.scrape import litestream_series
 from asgi_litestream._primary.group_sync import SyncStats
 from asgi_litestream._web.metrics import render_metrics
-
-from .helpers import status_snapshot
+from tests.helpers import status_snapshot
 
 STATUS = {
     "name": "orders", "status": "running", "state": "running", "role": "leader",

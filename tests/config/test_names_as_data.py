@@ -18,8 +18,8 @@ import yaml
 from starlette.applications import Starlette
 
 from asgi_litestream import LitestreamLifespan
+from tests.cli.test_cli import cli
 from tests.helpers import S3, lifespan
-from tests.test_cli import cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

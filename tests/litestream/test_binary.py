@@ -31,7 +31,7 @@ from asgi_litestream._exceptions import (
 from asgi_litestream._litestream.binary import find_litestream
 from asgi_litestream._litestream.download import download_litestream
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VERSION = "0.0.0-test"
 ASSET_PATH = f"/v{VERSION}/litestream-{VERSION}-linux-x86_64.tar.gz"
 

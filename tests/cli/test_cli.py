@@ -28,7 +28,7 @@ from asgi_litestream._locks.workers import Leadership
 from asgi_litestream._release import platform_asset
 from asgi_litestream._state import State
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VERSION = "0.0.0-cli-test"
 
 

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from asgi_litestream._web.dashboard import render_dashboard
-
-from .helpers import status_snapshot
+from tests.helpers import status_snapshot
 
 NOW = datetime(2026, 11, 30, 12, 20, tzinfo=timezone.utc).timestamp()
 VOID = {"meta", "br", "link", "img", "input", "hr"}

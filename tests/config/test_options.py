@@ -11,7 +11,7 @@ from asgi_litestream import LitestreamLifespan, Settings
 from asgi_litestream._cli.main import _parser
 from asgi_litestream._config.options import DEFAULT, OPTION_NAMES, OPTIONS, readme_table
 
-OPTIONS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "options.md"
+OPTIONS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "options.md"
 
 
 def test_the_middleware_takes_exactly_the_declared_options() -> None:
