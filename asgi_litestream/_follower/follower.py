@@ -125,8 +125,9 @@ class Follower(Progress):
         if self._scope is not None:
             self._scope.cancel()
         if self._finished is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(
-                    self.grace + 2 * REAP_LIMIT):
+            # No shield: cancelled, run()'s own finally still stops and reaps the child
+            # (stop_process, shielded and bounded, is the one place that may not stop).
+            with anyio.move_on_after(self.grace + 2 * REAP_LIMIT):
                 await self._finished.wait()
 
     async def probe(self) -> None:
@@ -254,8 +255,7 @@ class Follower(Progress):
             logger.info("litestream %r: restored a copy of %s at txid %s; following "
                         "%s", self.name, self.path, txid, self.database.replica)
             if self._on_fresh_copy is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._on_fresh_copy(self.path)
+                await self._on_fresh_copy(self.path)
         elif not self.ready:
             logger.info("litestream %r: resumed following %s at txid %s", self.name,
                         self.path, txid)
@@ -268,8 +268,7 @@ class Follower(Progress):
             # Litestream writes the primary's pages in place, and a WAL-mode
             # primary's page 1 keeps its change counter: a connection held open
             # keeps its page cache and never sees these rows. Drop the pools first.
-            with anyio.CancelScope(shield=True):
-                await self._on_update(self.path)
+            await self._on_update(self.path)
         self._set_txid(txid)
 
     def _warned(self, line: str) -> None:

@@ -114,5 +114,5 @@ class FollowerSet:
         if self._scope is not None:
             self._scope.cancel()
         if self._stopped is not None:
-            with anyio.CancelScope(shield=True):
-                await self._stopped.wait()
+            # Each follower's stop is shielded and bounded; waiting here need not be.
+            await self._stopped.wait()
