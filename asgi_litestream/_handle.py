@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._config.settings import Settings
-from ._restore.verify import Verification
 from ._state import Role, State
-from ._web.metrics import service_metrics
 from ._web.view import ServiceView
+
+if TYPE_CHECKING:
+    from ._restore.verify import Verification
 
 
 class Service(ServiceView, Protocol):
@@ -113,6 +114,8 @@ class Supervisor:
 
     def metrics(self) -> str:
         """The Prometheus text the metrics route serves (ours and Litestream's)."""
+        from ._web.metrics import service_metrics  # rendered on demand only
+
         return service_metrics(self._service)
 
     async def sync(self, *, timeout: float | None = None,

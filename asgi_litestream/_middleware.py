@@ -11,7 +11,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -23,12 +23,9 @@ from ._config.options import DEFAULT, OPTION_NAMES
 from ._config.settings import Settings, resolve_route
 from ._config.sqlite import check_database_file, dispose_pools, engines_in, install_pragmas
 from ._exceptions import StartupError
-from ._follower.group import FollowerSet
-from ._follower.replica import ReadReplica
 from ._handle import Supervisor
 from ._lifespan import Gate, run_inner_lifespan
 from ._litestream.binary import find_litestream_for
-from ._litestream.listing import check_listable
 from ._litestream.logs import show_lifecycle
 from ._litestream.workdir import (
     CONFIG_NAME,
@@ -37,11 +34,13 @@ from ._litestream.workdir import (
     private_workdir,
     write_config,
 )
-from ._locks.lease import check_lease_possible
 from ._locks.workers import Leadership
 from ._primary.service import ReplicationService
 from ._stop_signals import unless_stopped
 from ._web.routes import Routes
+
+if TYPE_CHECKING:
+    from ._follower.replica import ReadReplica
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -235,6 +234,10 @@ def _follower_role(settings: Settings, binary: Path, workdir: Workdir, database:
                    ) -> _Role:
     """A read replica: the copies follow in the background (readiness 503 until they
     are in place and within max_lag), under a lock that makes them the only ones."""
+    # Imported here: a primary never loads the followers' code (import time, memory).
+    from ._follower.group import FollowerSet
+    from ._follower.replica import ReadReplica
+
     write_config(settings, workdir)  # each replica named through the file, never argv
     engines = engines_in(database)
     followers = FollowerSet.from_settings(
@@ -263,7 +266,11 @@ def _check_files_and_find_binary(settings: Settings) -> Path:
         if not db.is_folder:
             check_database_file(db.path)
         elif settings.restore_if_missing:
+            from ._litestream.listing import check_listable  # folders only
+
             check_listable(db)
     if settings.lease:
+        from ._locks.lease import check_lease_possible  # with a lease only
+
         check_lease_possible(settings.lease_replica)
     return find_litestream_for(settings)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._exceptions import ConfigError, SupervisorLookupError
-from ._follower.replica import ReadReplica
 from ._handle import Supervisor
+
+if TYPE_CHECKING:
+    from ._follower.replica import ReadReplica
 
 _supervisors: dict[str, Supervisor | ReadReplica] = {}
 

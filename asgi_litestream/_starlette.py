@@ -16,14 +16,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._exceptions import SyncError
-from ._follower.replica import (
+from ._config.position_header import (
     POSITION_HEADER,
-    ReadReplica,
     format_position,
     parse_position,
     replica_key,
 )
+from ._exceptions import SyncError
 from ._registry import get_supervisor
 
 logger = logging.getLogger("asgi_litestream")
@@ -65,6 +64,8 @@ async def read_your_writes(request: Request, *, timeout: float = 2.0,
     value = request.headers.get(POSITION_HEADER) or request.cookies.get(POSITION_HEADER)
     if not value:
         return
+    from ._follower.replica import ReadReplica  # a follower's: not imported by a primary
+
     replica = get_supervisor(name) if name else request.state.litestream
     if not isinstance(replica, ReadReplica):
         return
@@ -126,3 +127,4 @@ def durable_endpoint(
         return response
 
     return wrapper
+

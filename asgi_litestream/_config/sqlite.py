@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ def check_database_file(path: Path) -> None:
     missing or empty file is fine (SQLite creates it)."""
     if not path.exists():
         return
+    import sqlite3  # at startup, in preflight's thread: not at import
+
     try:
         _pragma(path, "schema_version")
     except sqlite3.Error as exc:
@@ -42,6 +43,8 @@ def in_wal_mode(path: Path) -> bool | None:
     switches a database to WAL and cannot replicate one switched back."""
     if not path.exists():
         return None
+    import sqlite3
+
     try:
         return str(_pragma(path, "journal_mode")).lower() == "wal"
     except sqlite3.Error:
@@ -49,6 +52,8 @@ def in_wal_mode(path: Path) -> bool | None:
 
 
 def _pragma(path: Path, name: str) -> object:
+    import sqlite3
+
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
     try:
         row = conn.execute(f"PRAGMA {name}").fetchone()

@@ -7,20 +7,16 @@ starting together download once (a file lock); the binary is renamed into place.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
-
-import httpx
+from typing import IO, TYPE_CHECKING
 
 from .._config.urls import redact_url
 from .._exceptions import ChecksumMismatchError, DownloadError
@@ -41,8 +37,13 @@ MANUAL_FIX = (
     "(env ASGI_LITESTREAM_BIN_PATH) pointing at a litestream executable"
 )
 
+if TYPE_CHECKING:
+    import tarfile
+
+    import httpx
+
 # Connect fails fast; a read may stall a while on a slow mirror before we give up.
-_TIMEOUT = httpx.Timeout(30.0, connect=15.0)
+_TIMEOUT = (30.0, 15.0)  # (any wait, connecting)
 _CHUNK = 256 * 1024
 _PROGRESS_BYTES = 4 * 1024 * 1024
 
@@ -172,6 +173,8 @@ def _fetch(url: str, directory: Path, expected: str) -> Path:
 
 def _stream(url: str, out: IO[bytes]) -> str:
     """Write the body of ``url`` to ``out`` and return its sha256 hex digest."""
+    import httpx  # the one real HTTP client we need: imported when a download happens
+
     digest = hashlib.sha256()
     started = time.monotonic()
     # download_url may carry credentials (https://user:token@mirror/...): never shown.
@@ -179,7 +182,8 @@ def _stream(url: str, out: IO[bytes]) -> str:
     logger.info("downloading litestream from %s", shown)
     try:
         with (
-            httpx.Client(follow_redirects=True, trust_env=True, timeout=_TIMEOUT) as client,
+            httpx.Client(follow_redirects=True, trust_env=True,
+                         timeout=httpx.Timeout(_TIMEOUT[0], connect=_TIMEOUT[1])) as client,
             client.stream(
                 # identity: the checksum is of the file, so no transfer encoding may alter it.
                 "GET",
@@ -254,6 +258,9 @@ class _Progress:
 
 def _install(archive: Path, target: Path, url: str) -> None:
     """Extract the ``litestream`` member of ``archive`` (fetched from ``url``) to ``target``."""
+    import gzip
+    import tarfile
+
     try:
         with tarfile.open(archive, "r:gz") as tar:
             source = tar.extractfile(_binary_member(tar, url))

@@ -4,13 +4,16 @@ release the lease; and how long all of that may take (:func:`shutdown_limit`).""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from .._config.settings import Settings
 from .._litestream.process import REAP_LIMIT
-from .._locks.lease_keeper import LeaseKeeper
 from .._locks.workers import Leadership
 from .._state import Role, State
 from .keeper import Keeper
+
+if TYPE_CHECKING:
+    from .._locks.lease_keeper import LeaseKeeper
 
 logger = logging.getLogger("asgi_litestream")
 

@@ -10,20 +10,22 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 
 from .._config.settings import Settings
 from .._exceptions import StartupError
-from .._locks.lease_keeper import LeaseKeeper
 from .._locks.workers import BOOT_ID, Leadership
 from .._restore.boot import restore_missing
 from .._state import Role, State
 from .election import Election
-from .fencing import hold_the_lease, moved_on
 from .guard import Stale, find_stale, guard
 from .keeper import Keeper
+
+if TYPE_CHECKING:
+    from .._locks.lease_keeper import LeaseKeeper
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -117,6 +119,8 @@ class Joining:
         if not keeper.closing:
             await keeper.start()
             if self.lease is not None:
+                from .fencing import hold_the_lease, moved_on  # with a lease only
+
                 keeper.start_soon(functools.partial(
                     hold_the_lease, self.lease, keeper, give_up=self._stopping,
                     behind=functools.partial(moved_on, self._find_stale)))

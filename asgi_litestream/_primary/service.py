@@ -31,6 +31,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -42,9 +43,7 @@ from .._litestream.logs import LitestreamLog
 from .._litestream.process import replicate_command
 from .._litestream.scrape import LitestreamScrape
 from .._litestream.workdir import CONFIG_NAME, SOCKET_NAME
-from .._locks.lease_keeper import LeaseKeeper
 from .._locks.workers import Leadership
-from .._restore.verify import Verification, Verifier
 from .._state import Role, State
 from .election import Election
 from .group_sync import DurableSyncs, SyncStats
@@ -54,6 +53,10 @@ from .joining import Joining
 from .keeper import Keeper
 from .replicating import Replicating
 from .status import ServiceFacts, StatusSnapshot, leader_info_of, status_key, status_of
+
+if TYPE_CHECKING:
+    from .._locks.lease_keeper import LeaseKeeper
+    from .._restore.verify import Verification, Verifier
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -85,12 +88,12 @@ class ReplicationService:
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish,
                              on_position=lambda path, result: self.health.note_position(
                                  path, result.txid, result.replicated_txid))
-        self.verifier = Verifier(
-            name=settings.name, binary=binary, config_path=self.config_path,
-            databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
-            secrets=settings.secrets(), on_result=self._publish,
-            control=lambda: self.election.control() if self.running else None)
-        self.lease = LeaseKeeper.of(settings, self._env) if settings.lease else None
+        self._verifier: Verifier | None = None  # made when first asked (verifier)
+        self.lease: LeaseKeeper | None = None
+        if settings.lease:
+            from .._locks.lease_keeper import LeaseKeeper  # the lease's code, only with one
+
+            self.lease = LeaseKeeper.of(settings, self._env)
         if self.lease is not None:
             self.lease.guard(self.keeper)  # no Litestream starts here without the lease
         self.joining = Joining(settings, env=self._env, binary=binary,
@@ -208,7 +211,7 @@ class ReplicationService:
             task_group.start_soon(self.scrape.run, self.replicating.metrics_address,
                                   max(self.settings.health_interval, 10.0))
         if self.settings.verify_interval is not None:
-            task_group.start_soon(self.verifier.every, self.settings.verify_interval,
+            task_group.start_soon(self.verifier().every, self.settings.verify_interval,
                                   lambda: self.role is Role.LEADER and self.running)
 
     async def _clean_up(self, *, placed: bool, failure: Exception | None) -> None:
@@ -273,7 +276,7 @@ class ReplicationService:
         """The status snapshot, as the status route serves it."""
         return status_of(name=self.settings.name, running=self.running, keeper=self.keeper,
                          election=self.election, health=self.health, log=self.log,
-                         verified=self.verifier.last, lease=self.lease)
+                         verified=self._verified(), lease=self.lease)
 
     def status_key(self) -> tuple[object, ...]:
         """Changes whenever status() would (the routes reuse their rendered body)."""
@@ -294,8 +297,25 @@ class ReplicationService:
         """Per listed database: (unix time, replication delay) over the last hour."""
         return self.health.history()
 
+    def verifier(self) -> Verifier:
+        """The backup's verifier, made (and its code imported) when first needed: with
+        verify_interval, or when verify() is called."""
+        if self._verifier is None:
+            from .._restore.verify import Verifier
+
+            self._verifier = Verifier(
+                name=self.settings.name, binary=self.binary, config_path=self.config_path,
+                databases=self.settings.databases, env=self._env,
+                timeout=self.settings.restore_timeout, secrets=self.settings.secrets(),
+                on_result=self._publish,
+                control=lambda: self.election.control() if self.running else None)
+        return self._verifier
+
+    def _verified(self) -> Verification | None:
+        return None if self._verifier is None else self._verifier.last
+
     async def verify(self) -> Verification:
-        return await self.verifier.verify()
+        return await self.verifier().verify()
 
     async def start(self) -> None:
         await self.keeper.start()
@@ -308,5 +328,5 @@ class ReplicationService:
         if self.role is Role.LEADER and self.leadership.leading:
             self.leadership.publish(leader_info_of(
                 name=self.settings.name, keeper=self.keeper, socket=self.control.socket_path,
-                metrics_addr=self.replicating.metrics_addr, verified=self.verifier.last,
+                metrics_addr=self.replicating.metrics_addr, verified=self._verified(),
                 lease=self.lease))

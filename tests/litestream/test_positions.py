@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asgi_litestream._config.databases import Database
-from asgi_litestream._follower.replica import format_position, parse_position, replica_key
+from asgi_litestream._config.position_header import format_position, parse_position, replica_key
 from asgi_litestream._litestream.positions import (
     NOTHING,
     Head,
