@@ -147,11 +147,15 @@ class LitestreamLifespan:
         workdir: Workdir | None = None
         try:
             settings = Settings.from_options(**self._options)
-            binary = await anyio.to_thread.run_sync(_check_files_and_find_binary, settings)
-            workdir = private_workdir()
+            binary, prepared, metrics_addr = await anyio.to_thread.run_sync(
+                _prepare, settings)
+            workdir = prepared
             # The one place the role matters: from here on both run the same way.
-            build = _follower_role if settings.role == "follower" else _primary_role
-            role = build(settings, binary, workdir, self._options["database"])
+            if settings.role == "follower":
+                role = _follower_role(settings, binary, prepared, self._options["database"])
+            else:
+                role = _primary_role(settings, binary, prepared, self._options["database"],
+                                     metrics_addr)
             _registry.register(settings.name, role.handle)
         except Exception as exc:
             if workdir is not None:
@@ -159,12 +163,12 @@ class LitestreamLifespan:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise
         try:
-            await self._serve(role, settings.name, workdir, scope, receive, send, startup)
+            await self._serve(role, settings.name, prepared, scope, receive, send, startup)
         finally:
             role.release()
             _registry.unregister(settings.name, role.handle)
             self.routes.clear()
-            workdir.remove()
+            prepared.remove()
 
     async def _serve(self, role: _Role, name: str, workdir: Workdir, scope: Scope,
                      receive: Receive, send: Send, startup: Message) -> None:
@@ -213,13 +217,11 @@ class _Role:
     release: Callable[[], None] = lambda: None
 
 
-def _primary_role(settings: Settings, binary: Path, workdir: Workdir, database: Any
-                  ) -> _Role:
+def _primary_role(settings: Settings, binary: Path, workdir: Workdir, database: Any,
+                  metrics_addr: str | None) -> _Role:
     """Replicate (lead, or stand by for the leading worker)."""
     if settings.sqlite_pragmas:
         install_pragmas(database)
-    metrics_addr = loopback_address() if settings.metrics_path else None
-    write_config(settings, workdir, metrics_addr=metrics_addr)
     service = ReplicationService(settings, binary=binary, workdir=workdir.path,
                                  environ=os.environ, metrics_addr=metrics_addr)
 
@@ -238,7 +240,6 @@ def _follower_role(settings: Settings, binary: Path, workdir: Workdir, database:
     from ._follower.group import FollowerSet
     from ._follower.replica import ReadReplica
 
-    write_config(settings, workdir)  # each replica named through the file, never argv
     engines = engines_in(database)
     followers = FollowerSet.from_settings(
         settings, binary, config_path=workdir.path / CONFIG_NAME,
@@ -259,9 +260,28 @@ def _follower_role(settings: Settings, binary: Path, workdir: Workdir, database:
                  release=lock.resign)
 
 
+def _prepare(settings: Settings) -> tuple[Path, Workdir, str | None]:
+    """The blocking part of preflight, in one thread hop (nothing blocking runs on the
+    event loop): check the files, find the binary, make the private workdir and write
+    Litestream's config in it. Returns the binary, the workdir and the loopback
+    address for Litestream's metrics (None when the metrics route is off). A follower
+    names each replica through that file, never on its command line."""
+    binary = _check_files_and_find_binary(settings)
+    workdir = private_workdir()
+    try:
+        metrics_addr = None
+        if settings.role != "follower" and settings.metrics_path:
+            metrics_addr = loopback_address()
+        write_config(settings, workdir, metrics_addr=metrics_addr)
+    except BaseException:
+        workdir.remove()
+        raise
+    return binary, workdir, metrics_addr
+
+
 def _check_files_and_find_binary(settings: Settings) -> Path:
-    """The blocking part of preflight, in one thread hop: the databases are SQLite
-    (or absent), and the Litestream executable is found (or fetched)."""
+    """The databases are SQLite (or absent), and the Litestream executable is found
+    (or fetched)."""
     for db in settings.databases:
         if not db.is_folder:
             check_database_file(db.path)

@@ -210,6 +210,12 @@ class LitestreamProcess:
             if self.returncode is not None:
                 await self._drained()
                 raise _Exited(self.returncode)
+            if not self._control.socket_path.exists():
+                # A stat, not a connection attempt: the poll stays cheap while Go's
+                # runtime starts (we share two cores with it), and the socket answers
+                # from the moment its file exists (bind and listen are one call).
+                await anyio.sleep(_READY_POLL)
+                continue
             try:
                 info = await self._control.info()
                 if info.get("pid") == self.pid:
