@@ -50,7 +50,7 @@ async def startup(ctx: Context) -> list[Figure]:
     library, bare = median(times["library"]), median(times["bare"])
     return [
         Figure(name="start → ready, library ÷ bare litestream", value=library / bare,
-               unit="x", target=Target("<=", 1.5),
+               unit="x", target=Target("<=", 1.1),
                detail=f"{library * 1000:.0f} vs {bare * 1000:.0f} ms"),
         Figure(name="library: lifespan.startup → startup.complete", value=library * 1000,
                unit="ms", detail=spread(times["library"])),
