@@ -147,6 +147,24 @@ def _restore_latest(settings: Settings, binary: Path, todo: list[Database],
                                     f"{db.replica}: it starts fresh")
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Outcome:
+    """What `restore` did with one database (`restore --json`)."""
+
+    db: Database
+    outcome: str  # restored, kept (--if-db-not-exists), no_backup (an empty replica)
+    txid: int | None = None
+    written: Written | None = None
+    output: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.db.path), "replica": self.db.replica, "outcome": self.outcome,
+                "txid": self.txid,
+                "bytes": None if self.written is None else self.written.bytes,
+                "seconds": None if self.written is None else round(self.written.seconds, 3),
+                "output": None if self.output is None else str(self.output)}
+
+
 class _Report:
     """What `restore` did, database by database: a line each as it happens, with the
     size and time after it on a terminal (and a progress line while it restores); or,
@@ -156,30 +174,29 @@ class _Report:
         self.json: bool = args.json
         # Progress is for someone watching: not in a pipe or a log, not asked to be quiet.
         self.live = not args.json and not args.quiet and sys.stdout.isatty()
-        self.databases: list[dict[str, Any]] = []
+        self.outcomes: list[_Outcome] = []
 
     def restoring(self, target: Path) -> contextlib.AbstractContextManager[Written]:
         return watching(target, stream=sys.stdout if self.live else None)
 
     def restored(self, db: Database, line: str, txid: int, written: Written,
                  output: Path | None = None) -> None:
-        self._add(db, "restored", line + (f" ({written.summary()})" if self.live else ""),
-                  txid=txid, bytes=written.bytes, seconds=round(written.seconds, 3),
-                  output=None if output is None else str(output))
+        self._add(_Outcome(db=db, outcome="restored", txid=txid, written=written,
+                           output=output),
+                  line + (f" ({written.summary()})" if self.live else ""))
 
     def not_restored(self, db: Database, outcome: str, line: str) -> None:
-        self._add(db, outcome, line)
+        self._add(_Outcome(db=db, outcome=outcome), line)
 
-    def _add(self, db: Database, outcome: str, line: str, **restored: Any) -> None:
+    def _add(self, outcome: _Outcome, line: str) -> None:
+        self.outcomes.append(outcome)
         if not self.json:
             _say(line)
-        self.databases.append({"path": str(db.path), "replica": db.replica,
-                               "outcome": outcome, "txid": None, "bytes": None,
-                               "seconds": None, "output": None, **restored})
 
     def done(self) -> int:
         if self.json:
-            sys.stdout.write(json.dumps({"databases": self.databases}, indent=2) + "\n")
+            body = {"databases": [outcome.to_json() for outcome in self.outcomes]}
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
         return OK
 
 

@@ -3,6 +3,7 @@ fixes spelled as a command line, never the middleware's ``keyword='value'``."""
 
 from __future__ import annotations
 
+import shlex
 import stat
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from asgi_litestream._cli.main import _parser
 from asgi_litestream._cli.words import Words, describe, respell
 from asgi_litestream._exceptions import BinaryNotFoundError, ConfigError
-from tests.cli.test_cli import cli
+from tests.cli.test_cli import ROOT, cli
 
 
 def _words(*argv: str, environ: dict[str, str] | None = None) -> Words:
@@ -191,3 +192,19 @@ def test_verify_names_the_flag_and_exits_2(tmp_path: Path) -> None:
                  "--replica-url", "ftp://host/x")
     assert result.returncode == 2
     assert "asgi-litestream: error: --replica-url ftp://host/x: scheme 'ftp'" in result.stderr
+
+
+def test_the_docs_show_what_the_command_line_says() -> None:
+    """The misconfigurations on docs/cli.md print exactly the lines shown there."""
+    page = (ROOT / "docs" / "cli.md").read_text().splitlines()
+    start = page.index("<!-- illustration: stderr of three misconfigurations -->") + 2
+    block = page[start:page.index("```", start)]
+    shown = [(line[2:], said) for line, said in zip(block[::2], block[1::2], strict=True)]
+    assert len(shown) == 3
+    for line, said in shown:
+        words = shlex.split(line)
+        env = dict(w.split("=", 1) for w in words[:words.index("asgi-litestream")])
+        argv = words[words.index("asgi-litestream") + 1:]
+        result = cli(*argv, env=env)
+        assert result.returncode == 1
+        assert result.stderr == said + "\n"
