@@ -23,11 +23,17 @@ class LitestreamError(Exception):
 
 
 class ConfigError(LitestreamError, ValueError):
-    """An option is invalid. The message names the option, the value and the fix."""
+    """An option is invalid. The message names the option, the value and the fix.
+
+    The parts are kept as attributes too, so that an interface can say them in its own
+    words (the command line: ``--database app.db`` rather than ``database='app.db'``).
+    """
 
     def __init__(self, option: str, value: object, problem: str, fix: str) -> None:
         self.option = option
         self.value = value
+        self.problem = problem
+        self.fix = fix
         super().__init__(f"{option}={value!r}: {problem}. Fix: {fix}")
 
 

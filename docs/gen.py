@@ -64,12 +64,15 @@ def cli_reference() -> str:
     """Each command of ``asgi-litestream`` with its flags, read from the parser."""
     sys.path.insert(0, str(ROOT))
     from asgi_litestream._cli.main import _parser
+    from asgi_litestream._cli.manual import EXITS, MANUALS
 
     parser = _parser()
     out = [f"`{parser.prog} [-q] [--version] COMMAND ...`: {_help(parser, parser.description)} "
-           "`-h` after any command prints its help; `-q` may also follow the command.",
+           "`-h` after any command prints its help, its examples and its exit statuses; "
+           "`-q` may also follow the command.",
            "", _flags(parser, [a for a in parser._actions
-                                if not isinstance(a, argparse._SubParsersAction)])]
+                                if not isinstance(a, argparse._SubParsersAction)]),
+           "", "Exit statuses, whichever the command:", "", _exits(EXITS)]
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     settings: tuple[list[str], list[argparse.Action]] = ([], [])
     for name, sub in commands.choices.items():
@@ -84,7 +87,10 @@ def cli_reference() -> str:
         out += ["", f"### `{name}`", "", _help(sub, sub.description), "",
                 f"`{parser.prog} {name}{' ' + positional if positional else ''} [flags]`"
                 + (" and the [settings flags](#settings-flags)" if name in settings[0] else ""),
-                "", _flags(sub, own)]
+                "", _flags(sub, own), "", "Examples:", "", "```bash",
+                *[line for comment, command in MANUALS[name].examples
+                  for line in (f"# {comment}", command)],
+                "```", "", "Exit statuses:", "", _exits(MANUALS[name].exits)]
     out += ["", "### Settings flags", "",
             "Taken by " + ", ".join(f"`{n}`" for n in settings[0]) + ": one per option "
             "that declares a flag ([Options](options.md)); a flag wins over its "
@@ -94,7 +100,13 @@ def cli_reference() -> str:
 
 
 def _help(parser: argparse.ArgumentParser, text: str | None) -> str:
-    return _markdown((text or "").replace("%(prog)s", parser.prog))
+    # The parser wraps its prose to the terminal; the page has one line per paragraph.
+    return _markdown(" ".join((text or "").split()).replace("%(prog)s", parser.prog))
+
+
+def _exits(exits: tuple[tuple[int, str], ...]) -> str:
+    return "\n".join(["| exit | meaning |", "|---|---|",
+                      *(f"| `{code}` | {_markdown(meaning)} |" for code, meaning in exits)])
 
 
 def _markdown(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,13 +18,12 @@ import httpx
 from .._config.databases import Database
 from .._config.options import OPTIONS
 from .._config.settings import Settings
-from .._exceptions import LitestreamError, RestoreError
+from .._exceptions import ConfigError, LitestreamError, RestoreError
 from .._litestream.binary import FROM_CACHE, check_litestream, find_litestream_for
 from .._litestream.control import ControlClient
 from .._litestream.download import download_litestream
 from .._litestream.listing import with_folders_listed
 from .._litestream.logs import scrub
-from .._litestream.replica_errors import explain as explain  # main.py imports it here
 from .._litestream.workdir import generated_config
 from .._locks.workers import Leadership
 from .._restore.boot import restore_database
@@ -37,12 +37,13 @@ from .._restore.points import (
 )
 from .._restore.verify import Verification, verify
 from .._state import State
+from .manual import FAILED, NO_ANSWER, OK
+from .progress import Written, watching
+from .progress import size_text as _size
+from .words import Words, describe
 
 PROG = "asgi-litestream"
 logger = logging.getLogger("asgi_litestream")
-
-# `status` exit codes, for use as an exec probe.
-_RUNNING, _DOWN, _UNREACHABLE = 0, 1, 2
 
 
 # -- download ------------------------------------------------------------------
@@ -83,16 +84,20 @@ def run_restore(args: argparse.Namespace) -> int:
         if value is not None and len(settings.databases) != 1:
             raise RestoreError(f"{flag} restores one database, and {len(settings.databases)} "
                                "are configured. Fix: pick one with --only PATH")
+    report = _Report(args)
     if args.output is not None:
         if args.force or args.if_db_not_exists:
             raise RestoreError("--output never overwrites a file, so --force and "
                                "--if-db-not-exists do not apply. Fix: drop them")
         db = settings.databases[0]
-        txid = restore_to(settings, find_litestream_for(settings), db, args.output,
-                          timestamp=args.timestamp, txid=args.txid)
-        _say(f"restored {db.path} as of txid {txid} into "
-             f"{Path(args.output).expanduser().absolute()}")
-        return 0
+        output = Path(args.output).expanduser().absolute()
+        binary = find_litestream_for(settings)
+        with report.restoring(output) as written:
+            txid = restore_to(settings, binary, db, output, timestamp=args.timestamp,
+                              txid=args.txid)
+        report.restored(db, f"restored {db.path} as of txid {txid} into {output}", txid,
+                        written, output=output)
+        return report.done()
     existing = [db for db in settings.databases if db.path.exists()]
     if existing and not (args.force or args.if_db_not_exists):
         # Checked for all databases first, so that a refusal never leaves half of them restored.
@@ -104,35 +109,95 @@ def run_restore(args: argparse.Namespace) -> int:
         )
     keep = [] if args.force or not args.if_db_not_exists else existing
     for db in keep:
-        _say(f"kept {db.path}: it already exists")
+        report.not_restored(db, "kept", f"kept {db.path}: it already exists")
     todo = [db for db in settings.databases if db not in keep]
     if not todo:
-        return 0
+        return report.done()
     binary = find_litestream_for(settings)
     # Over an existing database, only while no app runs it (held until the end).
     with restore_lock(todo if rewind else [db for db in todo if db in existing]):
         if rewind:
             for db in todo:
-                txid = restore_to(settings, binary, db, timestamp=args.timestamp,
-                                  txid=args.txid)
-                _say(f"restored {db.path} as of txid {txid} from {db.replica}")
+                with report.restoring(db.path) as written:
+                    txid = restore_to(settings, binary, db, timestamp=args.timestamp,
+                                      txid=args.txid)
+                report.restored(db, f"restored {db.path} as of txid {txid} from {db.replica}",
+                                txid, written)
         else:
-            _restore_latest(settings, binary, todo, existing, force=args.force)
-    return 0
+            _restore_latest(settings, binary, todo, existing, report, force=args.force)
+    return report.done()
 
 
 def _restore_latest(settings: Settings, binary: Path, todo: list[Database],
-                    existing: list[Database], *, force: bool) -> None:
+                    existing: list[Database], report: _Report, *, force: bool) -> None:
     with generated_config(settings) as (config_path, _):
         env = settings.child_env(os.environ)
         for db in todo:
-            if restore_database(binary, config_path, db, env, overwrite=force,
-                                timeout=settings.restore_timeout, secrets=settings.secrets()):
-                _say(f"restored {db.path} from {db.replica}")
+            with report.restoring(db.path) as written:
+                txid = restore_database(binary, config_path, db, env, overwrite=force,
+                                        timeout=settings.restore_timeout,
+                                        secrets=settings.secrets())
+            if txid is not None:
+                report.restored(db, f"restored {db.path} from {db.replica}", txid, written)
             elif db in existing:
-                _say(f"no backup of {db.path} in {db.replica}: kept the existing database")
+                report.not_restored(db, "no_backup", f"no backup of {db.path} in "
+                                    f"{db.replica}: kept the existing database")
             else:
-                _say(f"no backup of {db.path} in {db.replica}: it starts fresh")
+                report.not_restored(db, "no_backup", f"no backup of {db.path} in "
+                                    f"{db.replica}: it starts fresh")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Outcome:
+    """What `restore` did with one database (`restore --json`)."""
+
+    db: Database
+    outcome: str  # restored, kept (--if-db-not-exists), no_backup (an empty replica)
+    txid: int | None = None
+    written: Written | None = None
+    output: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.db.path), "replica": self.db.replica, "outcome": self.outcome,
+                "txid": self.txid,
+                "bytes": None if self.written is None else self.written.bytes,
+                "seconds": None if self.written is None else round(self.written.seconds, 3),
+                "output": None if self.output is None else str(self.output)}
+
+
+class _Report:
+    """What `restore` did, database by database: a line each as it happens, with the
+    size and time after it on a terminal (and a progress line while it restores); or,
+    with --json, one document at the end."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.json: bool = args.json
+        # Progress is for someone watching: not in a pipe or a log, not asked to be quiet.
+        self.live = not args.json and not args.quiet and sys.stdout.isatty()
+        self.outcomes: list[_Outcome] = []
+
+    def restoring(self, target: Path) -> contextlib.AbstractContextManager[Written]:
+        return watching(target, stream=sys.stdout if self.live else None)
+
+    def restored(self, db: Database, line: str, txid: int, written: Written,
+                 output: Path | None = None) -> None:
+        self._add(_Outcome(db=db, outcome="restored", txid=txid, written=written,
+                           output=output),
+                  line + (f" ({written.summary()})" if self.live else ""))
+
+    def not_restored(self, db: Database, outcome: str, line: str) -> None:
+        self._add(_Outcome(db=db, outcome=outcome), line)
+
+    def _add(self, outcome: _Outcome, line: str) -> None:
+        self.outcomes.append(outcome)
+        if not self.json:
+            _say(line)
+
+    def done(self) -> int:
+        if self.json:
+            body = {"databases": [outcome.to_json() for outcome in self.outcomes]}
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        return OK
 
 
 def parse_txid(text: str) -> int:
@@ -185,24 +250,17 @@ def _describe_points(points: list[RestorePoint]) -> list[str]:
         f"  {a:<{txid}}  {b:<{when}}  {c:>{size}}  {d}" for a, b, c, d in rows]
 
 
-def _size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    value, unit = size / 1024, "KiB"
-    for bigger in ("MiB", "GiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.1f} {unit}"
-
-
 def _selected(args: argparse.Namespace) -> Settings:
     """The settings, narrowed to --only's database (keeping its replica URL); a
     folder stands for the databases its replica holds."""
     settings = with_folders_listed(settings_from(args))
     if args.only is None:
         return settings
-    return dataclasses.replace(settings, databases=(find_database(settings, args.only),))
+    try:
+        only = find_database(settings, args.only)
+    except ConfigError as exc:  # the database named is --only's, not --database's
+        raise ConfigError("only", exc.value, exc.problem, exc.fix) from None
+    return dataclasses.replace(settings, databases=(only,))
 
 
 def _say(line: str) -> None:
@@ -211,19 +269,22 @@ def _say(line: str) -> None:
 
 # -- verify --------------------------------------------------------------------
 
-# `verify` exit codes.
-_VERIFIED, _NOT_VERIFIED, _COULD_NOT_RUN = 0, 1, 2
-
-
 def run_verify(args: argparse.Namespace) -> int:
+    """Exit 0 verified, 1 not verified; any error means no answer (2), never a 1 that
+    a cron job would read as a broken backup."""
+    try:
+        return _verify(args)
+    except LitestreamError as exc:
+        print(f"{PROG}: error: {describe(exc, Words.of(args, os.environ))}",  # noqa: T201
+              file=sys.stderr)
+        return NO_ANSWER
+
+
+def _verify(args: argparse.Namespace) -> int:
     """Restore each replica into a side file and check it; when the app runs, also
     that it holds everything its running Litestream has (via the leader's socket)."""
-    try:
-        settings = _selected(args)
-        binary = find_litestream_for(settings)
-    except LitestreamError as exc:
-        print(f"{PROG}: error: {explain(exc)}", file=sys.stderr)  # noqa: T201
-        return _COULD_NOT_RUN
+    settings = _selected(args)
+    binary = find_litestream_for(settings)
     leader = Leadership(settings.databases).leader_info()
     socket = leader.socket if leader is not None and leader.state is State.RUNNING else None
     with generated_config(settings) as (config, workdir):
@@ -251,7 +312,7 @@ def run_verify(args: argparse.Namespace) -> int:
         else:
             _say(f"verified {db.path}: the replica restores to txid {db.restored_txid} "
                  f"(the app was at {db.txid}), integrity ok")
-    return _VERIFIED if result.ok else _NOT_VERIFIED
+    return OK if result.ok else FAILED
 
 
 # -- status --------------------------------------------------------------------
@@ -276,12 +337,12 @@ def run_status(args: argparse.Namespace) -> int:
         sys.stdout.write(response.text.rstrip("\n") + "\n")
     else:
         sys.stdout.write("".join(line + "\n" for line in _describe(body)))
-    return _RUNNING if body["status"] == "running" else _DOWN
+    return OK if body["status"] == "running" else FAILED
 
 
 def _unreachable(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)  # noqa: T201
-    return _UNREACHABLE
+    return NO_ANSWER
 
 
 def _is_status(body: Any) -> bool:

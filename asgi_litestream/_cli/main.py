@@ -5,11 +5,12 @@
     asgi-litestream restore    restore every configured database from its replica, or one
                                to a point in time (--timestamp / --txid, --output FILE)
     asgi-litestream backups    list the restore points each replica holds
-    asgi-litestream verify     prove each replica restores (exit 0 ok, 1 failed, 2 error)
-    asgi-litestream status URL read a running app's status route (exit 0 = running)
+    asgi-litestream verify     prove each replica restores
+    asgi-litestream status URL read a running app's status route
 
-``config``, ``restore`` and ``backups`` take the middleware's settings: flags win over the
-``ASGI_LITESTREAM_*`` environment variables, exactly as keyword options do.
+``config``, ``restore``, ``backups`` and ``verify`` take the middleware's settings: flags
+win over the ``ASGI_LITESTREAM_*`` environment variables, exactly as keyword options do.
+Each command's ``--help`` ends with examples and its exit statuses (_cli/manual.py).
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from .._config.options import OPTIONS
 from .._exceptions import LitestreamError
 from .._litestream.download import DEFAULT_VERSION
 from .._release import PACKAGE_VERSION
 from . import commands as _commands
-from .commands import PROG, explain
+from .commands import PROG
+from .manual import EXITS, FAILED, INTERRUPTED, MANUALS, exit_table, paragraphs
+from .words import Words, describe
 
 __all__ = ["main"]
 
 logger = logging.getLogger("asgi_litestream")
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code: int = args.run(args)
         except LitestreamError as exc:
-            print(f"{PROG}: error: {explain(exc)}", file=sys.stderr)  # noqa: T201
-            return 1
+            print(f"{PROG}: error: {describe(exc, Words.of(args, os.environ))}",  # noqa: T201
+                  file=sys.stderr)
+            return FAILED
         except KeyboardInterrupt:
-            return 130
+            return INTERRUPTED
     return code
 
 
@@ -52,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Run Litestream's jobs for an app that uses asgi-litestream."
+        prog=PROG, description="Run Litestream's jobs for an app that uses asgi-litestream.",
+        epilog=f"{exit_table(EXITS)}\n\nEach command's --help shows examples, e.g. "
+        f"{PROG} restore --help.", formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {PACKAGE_VERSION}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -62,8 +69,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="log warnings and errors only")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
 
-    download = commands.add_parser(
-        "download", parents=[common], help="fetch and verify the binary; print its path",
+    def command(name: str, *, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, parents=[common], help=summary, description=paragraphs(description),
+            epilog=MANUALS[name].epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    download = command(
+        "download", summary="fetch and verify the binary; print its path",
         description="Download the pinned Litestream release into the cache (for a build "
         "step) and print the executable's path. A cached binary needs no network.",
     )
@@ -78,16 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--sha256", help="expected sha256 of the archive (for --version)")
     download.set_defaults(run=_commands.run_download)
 
-    config = commands.add_parser(
-        "config", parents=[common], help="print the Litestream config the app would use",
+    config = command(
+        "config", summary="print the Litestream config the app would use",
         description="Print the Litestream YAML generated from these settings (flags override "
         "ASGI_LITESTREAM_* variables). It holds no secret: passwords are ${VAR} references.",
     )
     _settings_flags(config)
     config.set_defaults(run=_commands.run_config)
 
-    restore = commands.add_parser(
-        "restore", parents=[common], help="restore every database from its replica",
+    restore = command(
+        "restore", summary="restore every database from its replica",
         description="Restore every configured database from its replica (for an init "
         "container). An empty replica is not an error: the database starts fresh. With "
         "--timestamp or --txid, restore the state of that point instead (list them with "
@@ -112,42 +124,49 @@ def _parser() -> argparse.ArgumentParser:
                        help="restore into FILE, which must not exist, instead of the database "
                        "itself (one database)")
     _only_flag(restore)
+    _json_flag(restore, "per database what was done (restored, kept, no_backup), the txid, "
+               "bytes and seconds; no progress line")
     restore.set_defaults(run=_commands.run_restore)
 
-    backups = commands.add_parser(
-        "backups", parents=[common], help="list the restore points each replica holds",
+    backups = command(
+        "backups", summary="list the restore points each replica holds",
         description="List, per database, the states its replica can restore: txid, when "
         "the replica got it, and the size of the change. Pick one for `restore --txid` or "
         "`restore --timestamp`.",
     )
     _settings_flags(backups)
-    backups.add_argument("--json", action="store_true", help="print JSON")
+    _json_flag(backups, "each database with its replica and its restore points")
     _only_flag(backups)
     backups.set_defaults(run=_commands.run_backups)
 
-    check = commands.add_parser(
-        "verify", parents=[common], help="prove that each replica restores",
+    check = command(
+        "verify", summary="prove that each replica restores",
         description="Restore each replica into a private side file and check it with "
         "SQLite's integrity check; when the app runs, also that it holds every transaction "
-        "the app had. Exit 0 verified, 1 failed, 2 could not run. Never touches the "
-        "databases.",
+        "the app had. Never touches the databases.",
     )
     _settings_flags(check)
     _only_flag(check)
-    check.add_argument("--json", action="store_true", help="print the result as JSON")
+    _json_flag(check, "ok, and per database the txid restored, the app's txid and why "
+               "it failed")
     check.set_defaults(run=_commands.run_verify)
 
-    status = commands.add_parser(
-        "status", parents=[common], help="read a running app's status route",
-        description="Read a running app's status route. Exit 0 when Litestream is running, "
-        "1 when it is not, 2 when the URL cannot be reached or does not answer the status JSON.",
+    status = command(
+        "status", summary="read a running app's status route",
+        description="Read a running app's status route; usable as an exec probe, since "
+        "the exit status says whether Litestream is running.",
     )
     status.add_argument("url", help="e.g. http://127.0.0.1:8000/_litestream/status")
     status.add_argument("--timeout", type=float, default=5.0,
                         help="seconds (default %(default)s)")
-    status.add_argument("--json", action="store_true", help="print the JSON as received")
+    _json_flag(status, "the status as the route serves it")
     status.set_defaults(run=_commands.run_status)
     return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser, holding: str) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help=f"print one JSON document on stdout: {holding}")
 
 
 def _only_flag(parser: argparse.ArgumentParser) -> None:
@@ -185,7 +204,7 @@ _METAVARS = {"seconds": "SECONDS", "path": "PATH", "replica_url": "URL", "text":
 class _NoRestoreOutcome(logging.Filter):
     # `restore` prints each outcome on stdout; the library's own log line would repeat it.
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.module in ("_restore", "_backups")
+        return not (Path(record.pathname).parent.name == "_restore"
                     and record.levelno == logging.INFO)
 
 

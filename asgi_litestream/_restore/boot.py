@@ -23,6 +23,7 @@ from .._litestream.commands import restore_command
 from .._litestream.listing import replica_names
 from .._litestream.logs import scrub
 from .._litestream.replica_errors import classify, error_line
+from .points import _document
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -32,8 +33,9 @@ _RESTORES_AT_ONCE = 8  # a folder may hold thousands; the store serves several a
 def restore_database(
     binary: Path, config_path: Path, database: Database, env: Mapping[str, str],
     *, overwrite: bool = False, timeout: float = 600.0, secrets: Sequence[str] = (),
-) -> bool:
-    """Restore ``database`` from its replica. Returns False when the replica is empty.
+) -> int | None:
+    """Restore ``database`` from its replica: the txid restored, None when the replica
+    is empty.
 
     The replica is named through the config file, never on the command line, so a
     password in its URL stays in the environment. The copy is restored beside the
@@ -42,15 +44,24 @@ def restore_database(
     """
     partial = _prepare(database, overwrite=overwrite)
     try:
-        result = subprocess.run(_latest(binary, config_path, database.path, partial),
-                                env=dict(env), capture_output=True, timeout=timeout,
+        command = restore_command(binary, config_path=config_path, database=database.path,
+                                  output=partial, if_replica_exists=True, json=True)
+        result = subprocess.run(command, env=dict(env), capture_output=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         _remove(partial)
         raise RestoreError(f"restoring {database.path} from {database.replica} took over "
                            f"{timeout}s. Fix: check the replica is reachable") from None
-    return _finish(database, partial, result.returncode, result.stdout + result.stderr,
-                   secrets)
+    txid = None
+    if result.returncode == 0 and partial.exists():
+        try:  # read before the copy is put in place: an error leaves nothing behind
+            txid = int(_document(result.stdout.decode("utf-8", "replace"))["txid"], 16)
+        except BaseException:
+            _remove(partial)
+            raise
+    restored = _finish(database, partial, result.returncode, result.stdout + result.stderr,
+                       secrets)
+    return txid if restored else None
 
 
 def _prepare(database: Database, *, overwrite: bool) -> Path:

@@ -113,19 +113,23 @@ def test_config_redacts_secret_query_values(tmp_path: Path) -> None:
     assert url == "webdavs://dav.example/app?token=${ASGI_LITESTREAM_REPLICA_0_TOKEN}&depth=1"
 
 
-@pytest.mark.parametrize(("args", "env", "named"), [
-    (["--replica-url", "ftp://host/x"], {}, "replica_url='ftp://host/x'"),
-    (["--replica-url", "file:///r", "--sync-interval", "-1"], {}, "sync_interval=-1.0"),
+@pytest.mark.parametrize(("args", "env", "named", "keyword"), [
+    (["--replica-url", "ftp://host/x"], {}, "error: --replica-url ftp://host/x: ",
+     "replica_url="),
+    (["--replica-url", "file:///r", "--sync-interval", "-1"], {},
+     "error: --sync-interval -1.0: ", "sync_interval="),
     (["--replica-url", "file:///r"], {"ASGI_LITESTREAM_STOP_TIMEOUT": "soon"},
-     "ASGI_LITESTREAM_STOP_TIMEOUT='soon'"),
+     "error: ASGI_LITESTREAM_STOP_TIMEOUT=soon: ", "stop_timeout="),
 ], ids=["flag", "number", "env"])
 def test_config_bad_option(tmp_path: Path, args: list[str], env: dict[str, str],
-                           named: str) -> None:
-    """A bad option exits 1 with the ConfigError message naming it, and no traceback."""
+                           named: str, keyword: str) -> None:
+    """A bad option exits 1 with the ConfigError message naming it as the command line
+    gave it (flag or variable, not the keyword), and no traceback."""
     result = cli("config", "--database", str(tmp_path / "app.db"), *args, env=env)
     assert result.returncode == 1
     assert result.stdout == ""
     assert named in result.stderr
+    assert keyword not in result.stderr
     assert "Fix:" in result.stderr
     assert "Traceback" not in result.stderr
 

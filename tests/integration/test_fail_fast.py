@@ -297,7 +297,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_command_line_names_the_cause(tmp_path: Path, s3: S3,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """restore exits 1 and verify reports FAILED, each naming the cause and the fix; a
-    fake --bin-path is refused naming bin_path."""
+    fake --bin-path is refused naming --bin-path, as the command line gave it."""
     monkeypatch.setenv("LITESTREAM_ACCESS_KEY_ID", s3.access_key_id)
     monkeypatch.setenv("LITESTREAM_SECRET_ACCESS_KEY", s3.secret_access_key)
     where = ("--database", str(tmp_path / "app.db"), "--replica-url",
@@ -314,7 +314,7 @@ def test_the_command_line_names_the_cause(tmp_path: Path, s3: S3,
     fake.chmod(0o755)
     refused = cli("restore", *where, "--bin-path", str(fake))
     assert refused.returncode == 1
-    assert f"error: bin_path={str(fake)!r}: is not Litestream" in refused.stderr
+    assert f"error: --bin-path {fake}: is not Litestream" in refused.stderr
     assert "Traceback" not in restored.stderr + verified.stderr + refused.stderr
 
 
