@@ -52,6 +52,9 @@ def restore_database(
         _remove(partial)
         raise RestoreError(f"restoring {database.path} from {database.replica} took over "
                            f"{timeout}s. Fix: check the replica is reachable") from None
+    except BaseException:  # Ctrl+C, a cancelled startup: run() killed the child
+        _remove(partial)
+        raise
     txid = None
     if result.returncode == 0 and partial.exists():
         try:  # read before the copy is put in place: an error leaves nothing behind
@@ -104,8 +107,10 @@ def _partial(target: Path) -> Path:
 
 
 def _remove(path: Path) -> None:
-    for candidate in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
-        candidate.unlink(missing_ok=True)
+    """A partial restore, and what Litestream writes on its way there (``<path>.tmp``)."""
+    for base in (str(path), f"{path}.tmp"):
+        for candidate in (base, base + "-wal", base + "-shm"):
+            Path(candidate).unlink(missing_ok=True)
 
 
 # -- on boot: never start fresh on a replica that could not be read -----------------------

@@ -321,5 +321,6 @@ def _with_sidecars(path: Path) -> list[Path]:
 
 
 def _remove(path: Path) -> None:
-    for candidate in _with_sidecars(path):
+    """A partial restore, and what Litestream writes on its way there (``<path>.tmp``)."""
+    for candidate in [*_with_sidecars(path), *_with_sidecars(Path(f"{path}.tmp"))]:
         candidate.unlink(missing_ok=True)

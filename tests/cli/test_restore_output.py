@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -250,3 +251,22 @@ def test_restore_json_on_an_error_prints_no_document(backed_up: Restore) -> None
     assert result.returncode == 1
     assert result.stdout == ""
     assert "already exists" in result.stderr
+
+
+def test_ctrl_c_during_a_restore_leaves_no_partial_file(tmp_path: Path) -> None:
+    """Ctrl+C mid-restore: exit 130, and neither the copy nor Litestream's .tmp stays."""
+    db = tmp_path / "data" / "app.db"
+    db.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "ASGI_LITESTREAM_BIN_PATH": str(_slow_litestream(tmp_path, chunks=50))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asgi_litestream", "restore", "--database", str(db),
+         "--replica-url", f"file://{tmp_path}/r"], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not any(p.name.endswith(".tmp") for p in db.parent.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl+C sends
+    assert process.wait(timeout=30) == 130
+    assert list(db.parent.iterdir()) == []
