@@ -1,7 +1,10 @@
 """8. Durable writes: 64 concurrent clients, each request one row, durable vs plain.
 
 The app's two routes differ only in ``await durable(request)`` after the commit, so
-the ratio is the whole cost of being answered once the row is in the replica.
+the ratio is the whole cost of being answered once the row is in the replica. On a
+small shared machine that ratio moves with whatever else runs; the app process's CPU
+per request (durable minus plain) is the steadier reading of what ``durable()`` itself
+costs, Litestream's share of the CPU (per durable request) what the syncs cost beside it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from starlette.routing import Route
 
 from ._common import Context, Figure, Target, measure, median
 from ._litestream import create_db
+from ._proc import cpu_seconds, descendants
 from ._servers import Load, Server, has_wrk, uvicorn_server, wrk
 
 CLIENTS = 64
-TARGET = Target(">=", 0.5)  # on the file replica
+TARGET = Target(">=", 0.8)  # durable ÷ plain throughput, file and S3 replicas (#24)
 _POST = """wrk.method = "POST"
 wrk.body = '{"body": "x"}'
 wrk.headers["Content-Type"] = "application/json"
@@ -62,24 +66,36 @@ def _syncs(server: Server) -> int:
     return int(httpx.get(server.url + "/syncs", timeout=10).json()["syncs"])
 
 
+def _cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 async def _run(ctx: Context, replica: str, env: dict[str, str]) -> list[Figure]:
     workdir = ctx.tempdir(f"durable-{replica}")
     create_db(workdir / "app.db")
     script = workdir / "post.lua"
     script.write_text(_POST)
     loads: dict[str, list[Load]] = {"plain": [], "durable": []}
+    # Microseconds of CPU per request: the app's process, and Litestream's.
+    app_cpu: dict[str, list[float]] = {"plain": [], "durable": []}
+    litestream_cpu: list[float] = []
     requests = syncs = 0
     env = {"BENCH_DATABASE": str(workdir / "app.db"), **env}
     async with uvicorn_server(ctx, "bench.durable_writes:factory", env) as server:
+        children = descendants(server.pid)
         for route in loads:  # warm up
             await wrk(server, f"/{route}", seconds=1, connections=CLIENTS, script=script)
         for _ in range(ctx.n(5, 2)):
             for route in random.sample(list(loads), 2):
                 before = _syncs(server)
+                app, others = cpu_seconds(server.pid), _cpu(children)
                 load = await wrk(server, f"/{route}", seconds=2, connections=CLIENTS,
                                  script=script)
+                per_request = 1e6 / max(load.requests, 1)
+                app_cpu[route].append((cpu_seconds(server.pid) - app) * per_request)
                 loads[route].append(load)
                 if route == "durable":
+                    litestream_cpu.append((_cpu(children) - others) * per_request)
                     requests += load.requests
                     syncs += _syncs(server) - before
     plain_rps = median([load.rps for load in loads["plain"]])
@@ -91,9 +107,10 @@ async def _run(ctx: Context, replica: str, env: dict[str, str]) -> list[Figure]:
                 - median([getattr(load, attr) for load in loads["plain"]]))
 
     label = f"{replica} replica"
+    plain_cpu, durable_cpu = median(app_cpu["plain"]), median(app_cpu["durable"])
     return [
         Figure(name=f"{label}: throughput, durable ÷ plain", value=durable_rps / plain_rps,
-               unit="x", target=TARGET if replica == "file" else None,
+               unit="x", target=TARGET,
                detail=f"{durable_rps:,.0f} vs {plain_rps:,.0f} req/s, {CLIENTS} clients; "
                       f"non-2xx or socket errors: durable {errors['durable']}, "
                       f"plain {errors['plain']}"),
@@ -101,6 +118,10 @@ async def _run(ctx: Context, replica: str, env: dict[str, str]) -> list[Figure]:
                detail=f"durable p50 {median([x.p50_ms for x in loads['durable']]):.1f} ms"),
         Figure(name=f"{label}: p99 latency added", value=added("p99_ms"), unit="ms",
                detail=f"durable p99 {median([x.p99_ms for x in loads['durable']]):.1f} ms"),
+        Figure(name=f"{label}: app CPU per request added", value=durable_cpu - plain_cpu,
+               unit="µs", detail=f"the app's process: durable {durable_cpu:.0f} µs, plain "
+                                  f"{plain_cpu:.0f} µs; Litestream: "
+                                  f"{median(litestream_cpu):.0f} µs per durable request"),
         Figure(name=f"{label}: durable requests per sync (group commit)",
                value=requests / max(syncs, 1), unit="x",
                detail=f"{requests:,} requests, {syncs:,} syncs"),
@@ -112,7 +133,9 @@ async def _run(ctx: Context, replica: str, env: dict[str, str]) -> list[Figure]:
     that insert one row each, one of them then awaiting `durable(request)` (answered only
     once the row is in the replica). `wrk -t1 -c{CLIENTS} -d2s` POSTs to each route, 5
     rounds in shuffled order, medians; once with a file replica, once with an S3 replica
-    (moto on loopback). Requests per sync counts the syncs group commit actually sent.""")
+    (moto on loopback). Requests per sync counts the syncs group commit actually sent.
+    CPU per request: the uvicorn process's CPU time (and, apart, Litestream's) over each
+    run ÷ the requests it answered.""")
 async def durable_writes(ctx: Context) -> list[Figure]:
     if not has_wrk():
         return [Figure(name="durable ÷ plain throughput", value=None, target=TARGET,

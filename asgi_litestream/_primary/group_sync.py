@@ -147,18 +147,37 @@ class DurableSyncs:
                    ) -> dict[str, int]:
         """``{path: replicated txid}`` once every database (or only ``database``) has
         everything committed before the call in its replica; SyncError otherwise."""
-        groups = dict(self._groups)
-        if database is not None:
-            wanted = Path(database).absolute()
-            if wanted not in self._groups and self._in_folder(wanted):
-                self._groups[wanted] = self._group(wanted)
-            groups = {p: g for p, g in self._groups.items() if p == wanted}
-            if not groups:
-                known = ", ".join(str(p) for p in self._groups) or "none listed by file"
-                raise SyncError(f"{wanted} is not one of the replicated databases: {known}")
-        elif not groups:
-            raise SyncError("the databases are a folder's: name the one written, e.g. "
-                            "durable(request, database=path)")
+        if database is None:
+            if not self._groups:
+                raise SyncError("the databases are a folder's: name the one written, e.g. "
+                                "durable(request, database=path)")
+            if len(self._groups) > 1:
+                return await self._wait_all(timeout, dict(self._groups))
+            path, group = next(iter(self._groups.items()))
+        else:
+            path = Path(database).absolute()
+            found = self._groups.get(path)
+            if found is None:
+                if not self._in_folder(path):
+                    known = ", ".join(str(p) for p in self._groups) or "none listed by file"
+                    raise SyncError(f"{path} is not one of the replicated databases: {known}")
+                found = self._groups[path] = self._group(path)
+            group = found
+        # One database (the common case): awaited here, with no task to spawn: under
+        # load this path runs once per durable request, a task group for a lone wait
+        # was half of its cost.
+        began = time.monotonic()
+        try:
+            replicated = await group.wait(timeout)
+        except SyncError:
+            self.stats.record(time.monotonic() - began, ok=False)
+            raise
+        finally:
+            self._tidy(((path, group),))
+        self.stats.record(time.monotonic() - began, ok=True)
+        return {} if replicated is None else {str(path): replicated}
+
+    async def _wait_all(self, timeout: float, groups: dict[Path, GroupSync]) -> dict[str, int]:
         positions: dict[str, int] = {}
         errors: list[SyncError] = []
 
@@ -177,15 +196,18 @@ class DurableSyncs:
                 for path, group in groups.items():
                     task_group.start_soon(wait_one, path, group)
         finally:
-            for path, group in groups.items():
-                self._drop_if_idle(path, group)
-            if len(self._groups) > self._sweep_above:
-                # A wait that timed out left its group mid-round; idle by now. Swept
-                # when the map doubled, so each wait pays O(1) on average.
-                for path, group in list(self._groups.items()):
-                    self._drop_if_idle(path, group)
-                self._sweep_above = max(2 * len(self._groups), _SWEEP_ABOVE)
+            self._tidy(groups.items())
         self.stats.record(time.monotonic() - began, ok=not errors)
         if errors:
             raise errors[0]
         return positions
+
+    def _tidy(self, waited: Iterable[tuple[Path, GroupSync]]) -> None:
+        for path, group in waited:
+            self._drop_if_idle(path, group)
+        if len(self._groups) > self._sweep_above:
+            # A wait that timed out left its group mid-round; idle by now. Swept
+            # when the map doubled, so each wait pays O(1) on average.
+            for path, group in list(self._groups.items()):
+                self._drop_if_idle(path, group)
+            self._sweep_above = max(2 * len(self._groups), _SWEEP_ABOVE)

@@ -3,13 +3,15 @@ started before it called."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import anyio.abc
 import anyio.lowlevel
 import pytest
 
 from asgi_litestream import SyncError
-from asgi_litestream._primary.group_sync import GroupSync
+from asgi_litestream._primary.group_sync import DurableSyncs, GroupSync
 
 pytestmark = pytest.mark.anyio
 
@@ -115,3 +117,56 @@ async def test_a_cancelled_round_fails_its_callers() -> None:
         await anyio.sleep(0.05)
         runner_group.cancel_scope.cancel()
     assert len(outcome) == 1 and isinstance(outcome[0], SyncError), outcome
+
+
+def _syncs(fake: FakeSync, task_group: anyio.abc.TaskGroup, *paths: str) -> DurableSyncs:
+    async def sync_once(path: Path) -> int:
+        return await fake()
+
+    return DurableSyncs([Path(p) for p in paths], sync_once, task_group)
+
+
+async def test_one_database_wait_is_answered_by_a_round_that_began_after_it() -> None:
+    """Through DurableSyncs on one database (awaited directly, no task per wait): a
+    caller arriving while round 1 runs is answered by round 2, never by round 1."""
+    fake = FakeSync()
+    results: dict[str, dict[str, int]] = {}
+    async with anyio.create_task_group() as tg:
+        syncs = _syncs(fake, tg, "/data/app.db")
+
+        async def call(label: str) -> None:
+            results[label] = await syncs.wait(5)
+
+        tg.start_soon(call, "first")
+        await anyio.sleep(0.01)  # round 1 is now in flight
+        assert fake.started == 1
+        for i in range(10):
+            tg.start_soon(call, f"late-{i}")
+    assert results["first"] == {"/data/app.db": 1}
+    assert {results[f"late-{i}"]["/data/app.db"] for i in range(10)} == {2}
+    assert syncs.rounds == 2
+    assert syncs.stats.callers == 11 and syncs.stats.failures == 0
+
+
+async def test_one_database_failure_is_raised_plain_and_counted() -> None:
+    """A failed round reaches the caller as SyncError itself (not an exception group),
+    and the stats count it as a failed wait."""
+    fake = FakeSync(duration=0.01, fail=True)
+    async with anyio.create_task_group() as tg:
+        syncs = _syncs(fake, tg, "/data/app.db")
+        with pytest.raises(SyncError, match="unreachable"):
+            await syncs.wait(5, database="/data/app.db")
+    assert syncs.stats.callers == 1 and syncs.stats.failures == 1
+
+
+async def test_naming_a_database_that_is_not_replicated_is_refused() -> None:
+    """``database=`` must name a replicated database: anything else is a SyncError
+    that names it and those known, and sends no sync."""
+    fake = FakeSync(duration=0.01)
+    async with anyio.create_task_group() as tg:
+        syncs = _syncs(fake, tg, "/data/app.db", "/data/other.db")
+        with pytest.raises(SyncError, match=r"/data/nope\.db is not one of .*/data/app\.db"):
+            await syncs.wait(5, database="/data/nope.db")
+        both = await syncs.wait(5)
+    assert fake.started == 2  # one round per database waited on, none for the refused name
+    assert set(both) == {"/data/app.db", "/data/other.db"}
