@@ -8,14 +8,21 @@ import. These two servers speak plain HTTP/1.1 on this machine, with small JSON 
 bodies: one request per connection (``Connection: close``), no TLS, no proxy, no
 redirects. httpx stays for the one job that needs a real client, the binary's download,
 and is imported only then.
+
+The socket is a plain non-blocking one waited on with ``anyio.wait_readable`` /
+``wait_writable``, not anyio's socket streams: on asyncio those leave a reader's
+``Future.set_result`` queued when the waiting task is cancelled in the same loop turn,
+and the loop then logs "Exception in callback ... InvalidStateError" (seen when a poll
+was in flight as the app shut down).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 import anyio
-import anyio.abc
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024  # a thousand databases' metrics are a few MB
@@ -43,30 +50,53 @@ async def request(method: str, target: str, *, timeout: float, unix: str | None 
     if json_body is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {len(json_body)}\r\n"
     message = head.encode("ascii") + b"\r\n" + (json_body or b"")
+    address: str | tuple[str, int]
+    if unix is not None:
+        address, family = unix, socket.AF_UNIX
+    elif tcp is not None:
+        address, family = tcp, socket.AF_INET
+    else:
+        raise ValueError("request() needs unix= or tcp=")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
         with anyio.fail_after(timeout):
-            stream: anyio.abc.ByteStream
-            if unix is not None:
-                stream = await anyio.connect_unix(unix)
-            elif tcp is not None:
-                stream = await anyio.connect_tcp(*tcp)
-            else:
-                raise ValueError("request() needs unix= or tcp=")
-            async with stream:
-                await stream.send(message)
-                return await _read_reply(stream)
+            await _connect(sock, address)
+            await _send_all(sock, message)
+            return await _read_reply(sock)
     except TimeoutError as exc:
         raise LoopbackHTTPError(f"no answer within {timeout:g}s") from exc
-    except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+    except OSError as exc:
         raise LoopbackHTTPError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        sock.close()
 
 
-async def _read_reply(stream: anyio.abc.ByteStream) -> Reply:
+async def _connect(sock: socket.socket, address: str | tuple[str, int]) -> None:
+    try:
+        sock.connect(address)
+    except BlockingIOError:  # TCP connecting, or a unix socket's backlog is full
+        await anyio.wait_writable(sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error)) from None
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view):]
+        except BlockingIOError:
+            await anyio.wait_writable(sock)
+
+
+async def _read_reply(sock: socket.socket) -> Reply:
     data = bytearray()
     while (end := data.find(b"\r\n\r\n")) < 0:
         if len(data) > _MAX_HEAD:
             raise LoopbackHTTPError("the response head is too long")
-        data += await _receive(stream, closed_ok=False)
+        data += await _receive(sock, closed_ok=False)
     lines = bytes(data[:end]).decode("latin-1").split("\r\n")
     status = _status(lines[0])
     headers = {}
@@ -77,9 +107,9 @@ async def _read_reply(stream: anyio.abc.ByteStream) -> Reply:
     length = headers.get("content-length")
     if length is not None and length.isdigit():
         while len(body) < int(length):
-            body += await _receive(stream, closed_ok=False)
+            body += await _receive(sock, closed_ok=False)
         return Reply(status, bytes(body[:int(length)]))
-    while chunk := await _receive(stream, closed_ok=True):  # until the server closes
+    while chunk := await _receive(sock, closed_ok=True):  # until the server closes
         body += chunk
         if len(body) > _MAX_BODY:
             raise LoopbackHTTPError("the response body is too long")
@@ -88,13 +118,19 @@ async def _read_reply(stream: anyio.abc.ByteStream) -> Reply:
     return Reply(status, bytes(body))
 
 
-async def _receive(stream: anyio.abc.ByteStream, *, closed_ok: bool) -> bytes:
-    try:
-        return await stream.receive(65536)
-    except (anyio.EndOfStream, anyio.BrokenResourceError):
-        if closed_ok:
-            return b""
-        raise LoopbackHTTPError("the server closed the connection mid-response") from None
+async def _receive(sock: socket.socket, *, closed_ok: bool) -> bytes:
+    """Some bytes; b"" once the server has closed (an error unless ``closed_ok``)."""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            await anyio.wait_readable(sock)
+            continue
+        except ConnectionResetError:
+            data = b""
+        if data or closed_ok:
+            return data
+        raise LoopbackHTTPError("the server closed the connection mid-response")
 
 
 def _status(line: str) -> int:
