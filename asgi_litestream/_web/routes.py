@@ -30,7 +30,6 @@ from starlette.types import Receive, Scope, Send
 
 from .._config.settings import Settings
 from .._follower.replica import ReadReplica
-from .._restore.points import list_restore_points_within
 from .metrics import MetricsBody
 from .status_body import PUBLIC_FIELDS, StatusBody, dumps
 from .view import ServiceView
@@ -262,6 +261,8 @@ class Routes:
         cached_at, points = self._points_cache
         if self._listing or time.monotonic() - cached_at < _POINTS_EVERY:
             return points  # page loads meanwhile show the last list
+        from .._restore.points import list_restore_points_within  # only for the page
+
         self._listing = True
         try:
             settings = service.settings
