@@ -379,7 +379,7 @@ def _unix_time(stamp: str) -> float | None:
     thousand new times, nearly all within the same few seconds: the whole second is
     parsed once (microseconds each, milliseconds a poll otherwise), the digits added."""
     whole_second, fraction = stamp[:19], stamp[20:-1]
-    if stamp[-1:] == "Z" and (len(stamp) == 20 or (
+    if len(stamp) >= 20 and stamp[-1] == "Z" and (len(stamp) == 20 or (
             stamp[19] == "." and fraction.isdigit() and fraction.isascii())):
         whole = _WHOLE_SECONDS.get(whole_second)
         if whole is None:
