@@ -45,6 +45,7 @@ COUNTS = (1, 10, 100, 1000)
 PATTERN = "*.db"
 WRITES = 50  # durable writes per count
 PROBES = 15  # status/metrics requests spaced past the route's 100 ms cache
+PROBES_AT_MOST = 100  # at the largest count, which the targets judge: a p99 of 100
 PROBE_GAP = 0.12
 TICK = 1 / os.sysconf("SC_CLK_TCK")  # /proc CPU times come in these
 
@@ -247,7 +248,8 @@ def _loop(url: str, seconds: float) -> list[float]:
     return found
 
 
-async def _route(server: Server, path: str, seconds: float) -> dict[str, float]:
+async def _route(server: Server, path: str, seconds: float,
+                 probes: int) -> dict[str, float]:
     """p50/p99 in ms one request at a time (wrk -c1: the route's own time, polls and
     cache invalidations included), then p50/p99 of spaced probes."""
     if has_wrk():
@@ -257,8 +259,9 @@ async def _route(server: Server, path: str, seconds: float) -> dict[str, float]:
         found = await anyio.to_thread.run_sync(_loop, server.url + path, seconds)
         row = {"p50": median(found) * 1000, "p99": quantile(found, 0.99) * 1000,
                "rps": len(found) / seconds}
-    probes = await anyio.to_thread.run_sync(_probe, server.url + path, PROBES)
-    row.update(probe_p50=median(probes) * 1000, probe_p99=quantile(probes, 0.99) * 1000)
+    found = await anyio.to_thread.run_sync(_probe, server.url + path, probes)
+    row.update(probe_p50=median(found) * 1000, probe_p99=quantile(found, 0.99) * 1000,
+               probes=len(found))
     return row
 
 
@@ -299,8 +302,9 @@ async def _one_count(ctx: Context, count: int) -> dict[str, Any]:
             at_startup = (await client.get(server.url + "/rss-at-startup")).json()["mb"]
         found["app_rss"] = (at_startup, rss_mb(server.pid))
         found["child_rss"] = rss_mb(child)
-        found["status"] = await _route(server, _apps.STATUS_PATH, seconds)
-        found["metrics"] = await _route(server, _apps.METRICS_PATH, seconds)
+        probes = ctx.n(PROBES_AT_MOST, PROBES) if count == max(COUNTS) else PROBES
+        found["status"] = await _route(server, _apps.STATUS_PATH, seconds, probes)
+        found["metrics"] = await _route(server, _apps.METRICS_PATH, seconds, probes)
         found["writes"] = await anyio.to_thread.run_sync(_writes, server, chosen)
     return found
 
@@ -331,15 +335,21 @@ def _figures(results: dict[int, dict[str, Any]]) -> list[Figure]:
                 name=f"{route} route, {n} dbs: p50", value=row["p50"], unit="ms",
                 target=Target("<=", 2) if route == "status" and n == max(results) else None,
                 detail=f"p99 {row['p99']:.2f} ms, one at a time ({row['rps']:,.0f} req/s); "
-                       f"probes every {PROBE_GAP * 1000:.0f} ms (fresh render): p50 "
-                       f"{row['probe_p50']:.2f} / p99 {row['probe_p99']:.2f} ms"))
+                       f"{row['probes']} probes every {PROBE_GAP * 1000:.0f} ms (fresh "
+                       f"render): p50 {row['probe_p50']:.2f} / p99 {row['probe_p99']:.2f} ms"))
     n_max = max(results)
-    probe = results[n_max]["status"]["probe_p50"]
-    figures.append(Figure(
-        name=f"status route, {n_max} dbs: p50 of a probe", value=probe, unit="ms",
-        target=Target("<=", 2),
-        detail=f"one GET every {PROBE_GAP * 1000:.0f} ms, as a health probe: the 100 ms "
-               f"cache is always stale, every answer renders the snapshot"))
+    # Issue 24: a probe at a thousand databases costs about what it costs at one.
+    for route, key, bound, who in (
+            ("status", "probe_p50", 2, "a health probe"),
+            ("status", "probe_p99", 5, "a health probe"),
+            ("metrics", "probe_p50", 3, "a scraper")):
+        row = results[n_max][route]
+        figures.append(Figure(
+            name=f"{route} route, {n_max} dbs: {key[6:]} of a probe", value=row[key],
+            unit="ms", target=Target("<=", bound),
+            detail=f"{row['probes']} GETs {PROBE_GAP * 1000:.0f} ms apart, as {who} sends "
+                   f"them: the 100 ms cache is always stale, every answer renders afresh "
+                   f"(1 db: p50 {results[min(results)][route]['probe_p50']:.2f} ms)"))
     for n, r in results.items():
         figures.append(Figure(
             name=f"supervisor idle CPU, {n} dbs", value=r["app_cpu"] / r["idle"] * 100,
@@ -380,10 +390,11 @@ def _figures(results: dict[int, dict[str, Any]]) -> list[Figure]:
     2 s: CPU time of the server process — the supervisor, health poll every 2 s — and of
     its Litestream child over 10 s idle from /proc/PID/stat, 10 ms ticks; RSS growth of the
     server process from the start of its lifespan; the status and metrics routes with
-    `wrk -t1 -c1 -d2s` then {PROBES} requests {PROBE_GAP * 1000:.0f} ms apart, past the
-    100 ms cache, as a probe sends them; {WRITES} requests that each commit one row to a
-    random database of the folder and await `durable(request, database=path)`, timed in the
-    handler). `--quick` shortens every window and count.""")
+    `wrk -t1 -c1 -d2s` then {PROBES} requests ({PROBES_AT_MOST} at 1,000)
+    {PROBE_GAP * 1000:.0f} ms apart, past the 100 ms cache, as a probe sends them;
+    {WRITES} requests that each commit one row to a random database of the folder and
+    await `durable(request, database=path)`, timed in the handler). `--quick` shortens
+    every window and count.""")
 async def scale(ctx: Context) -> list[Figure]:
     results = {}
     for count in COUNTS:

@@ -11,9 +11,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import anyio.lowlevel
 
 from .._config.databases import Database
 from .._config.sqlite import in_wal_mode
@@ -26,6 +28,7 @@ _HISTORY_EVERY = 10.0  # seconds between two samples of the delay
 _HISTORY_SAMPLES = 360  # an hour of them
 _JOURNAL_CHECKS_PER_POLL = 4
 _POSITIONS_PER_POLL = 4
+_STATUSES_PER_STEP = 250  # databases whose status is made between two checkpoints
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +73,7 @@ class DatabaseHealth:
 
     database: Database
     replica: str = ""  # the redacted replica URL, computed once (a thousand per render)
+    name: str = ""  # the file's name, as Litestream's log lines name it (computed once)
     litestream_status: str | None = None  # "replicating" / "open" / "stopped" from /list
     last_sync_at: str | None = None  # as Litestream reports it (RFC 3339)
     synced_at: float | None = None  # last_sync_at as a unix time
@@ -84,7 +88,7 @@ class DatabaseHealth:
     unhealthy_since: float | None = None  # monotonic; set while a stall is reported
 
     def __post_init__(self) -> None:
-        self.replica = self.database.replica
+        self.replica, self.name = self.database.replica, self.database.path.name
 
     def observe(self, listed: dict[str, Any], now: float) -> None:
         """Record this database's entry of one ``GET /list`` (``now``: unix time)."""
@@ -122,7 +126,7 @@ class DatabaseHealth:
         return None if delay is None else delay <= max_lag_seconds
 
     def status(self, now: float, max_lag_seconds: float,
-               last_errors: tuple[str, ...]) -> DatabaseStatus:
+               last_errors: tuple[str, ...] = ()) -> DatabaseStatus:
         """As of ``now`` (unix time): this database's part of the status snapshot."""
         delay = self.delay(now)
         return DatabaseStatus(
@@ -130,13 +134,20 @@ class DatabaseHealth:
             litestream_status=self.litestream_status, txid=self.txid,
             replicated_txid=self.replicated_txid, lag=self.lag(),
             behind_s=None if delay is None else round(delay, 3),
-            last_sync_at=self.last_sync_at, healthy=self.healthy(now, max_lag_seconds),
+            last_sync_at=self.last_sync_at,
+            healthy=False if self.error is not None else (
+                None if delay is None else delay <= max_lag_seconds),
             error=self.error, last_errors=last_errors)
 
 
 class HealthPoller:
     """Refreshes every database's health with one ``GET /list``: the cost of a poll
-    does not grow with the number of databases (a folder may hold thousands)."""
+    does not grow with the number of databases (a folder may hold thousands).
+
+    Each poll also makes the databases' part of the status snapshot, as of the moment
+    ``/list`` answered (:attr:`as_of`): a probe of the status route never pays for a
+    thousand databases, and every figure of a snapshot describes one moment.
+    """
 
     def __init__(self, databases: tuple[Database, ...], *, name: str, max_lag: float) -> None:
         self.name = name
@@ -144,14 +155,25 @@ class HealthPoller:
         self.folders = [db for db in databases if db.is_folder]
         self._health = {db.path: DatabaseHealth(database=db)
                         for db in databases if not db.is_folder}
-        self.changes = 0  # bumped by every poll, for the status route's cache
+        self.changes = 0  # bumped as each poll ends, for the status route's cache
         self._journal_turn = self._position_turn = 0
         self._listed: set[Any] = set()  # the paths of the last /list, as strings
+        self.as_of: float | None = None  # unix time of the last poll's figures
+        # The databases' part of the snapshot as of as_of, without Litestream's lines:
+        # made as the poll ends while someone reads the status (``_watched``), else at
+        # the first read after it. With the names to find those lines by.
+        self._polled: tuple[int, tuple[DatabaseStatus, ...], list[str]] = (-1, (), [])
+        self._overall: bool | None = None
+        self._watched = False
         self._rendered: tuple[tuple[int, int], tuple[DatabaseStatus, ...]] | None = None
         # Per listed database, the delay over the last hour (the status page's chart);
-        # not for a folder's databases, which may be thousands.
+        # not for a folder's databases, which may be thousands. Each sample is the
+        # worst delay seen over its _HISTORY_EVERY, not the delay at one poll: polls
+        # and Litestream's syncs both tick every few seconds, so a poll lands at the
+        # same phase of the sync each time and would show an artefact of that phase.
         self._history = {str(path): deque[tuple[float, float | None]](
             maxlen=_HISTORY_SAMPLES) for path in self._health}
+        self._worst: dict[str, float | None] = dict.fromkeys(self._history)
 
     @property
     def databases(self) -> list[DatabaseHealth]:
@@ -169,15 +191,16 @@ class HealthPoller:
 
     async def poll(self, control: ControlClient) -> bool:
         """One round; False when the control socket did not answer at all."""
-        self.changes += 1
         try:
             listed = {d.get("path"): d for d in await control.databases()}
         except ControlError as exc:
             for health in self._health.values():
                 health.error = str(exc)
+            await self._polled_at(time.time())
             return False
         now = time.time()
         self._discover(listed)
+        self._note_worst(now)  # the delays just before this poll's syncs count too
         for path, health in self._health.items():
             entry = listed.get(str(path))
             if entry is not None:
@@ -190,7 +213,39 @@ class HealthPoller:
         await self._refresh_positions(control)
         self._check_journals()
         self._sample(now)
+        await self._polled_at(now)
         return True
+
+    async def _polled_at(self, now: float) -> None:
+        """The poll's figures are in, as of ``now``: the snapshot may show them. Made
+        here, a few hundred databases at a time, while someone reads the status: a
+        request then neither makes a thousand nor waits for the loop held that long
+        (meanwhile it reads the last poll's)."""
+        if self._watched:
+            self._watched = False
+            healths = list(self._health.values())
+            made: list[DatabaseStatus] = []
+            for start in range(0, len(healths), _STATUSES_PER_STEP):
+                if start:
+                    await anyio.lowlevel.checkpoint()
+                made += [h.status(now, self.max_lag)
+                         for h in healths[start:start + _STATUSES_PER_STEP]]
+            self._keep(self.changes + 1, tuple(made), healths)
+        self.as_of, self.changes = now, self.changes + 1  # else made at the first read
+
+    def _statuses(self) -> tuple[DatabaseStatus, ...]:
+        """The databases' part of the snapshot, without Litestream's lines."""
+        if self._polled[0] != self.changes:
+            healths = list(self._health.values())
+            now = time.time() if self.as_of is None else self.as_of
+            self._keep(self.changes, tuple(h.status(now, self.max_lag) for h in healths),
+                       healths)
+        return self._polled[1]
+
+    def _keep(self, changes: int, statuses: tuple[DatabaseStatus, ...],
+              healths: list[DatabaseHealth]) -> None:
+        self._polled = (changes, statuses, [h.name for h in healths])
+        self._overall = overall_health(d.healthy for d in statuses)
 
     async def _refresh_positions(self, control: ControlClient) -> None:
         """Positions (txid, replicated txid) are informative, and Litestream answers
@@ -250,11 +305,24 @@ class HealthPoller:
         if wal is not None:
             health.journal_warned = not wal
 
-    def _sample(self, wall: float) -> None:
-        for path, samples in self._history.items():
+    def _note_worst(self, wall: float) -> None:
+        """Keep the worst delay of the current history sample."""
+        for path, worst in self._worst.items():
             health = self._health.get(Path(path))
-            if health is not None and (not samples or wall - samples[-1][0] >= _HISTORY_EVERY):
-                samples.append((wall, health.delay(wall)))
+            delay = None if health is None else health.delay(wall)
+            if delay is not None and (worst is None or delay > worst):
+                self._worst[path] = delay
+
+    def _sample(self, wall: float) -> None:
+        """Every _HISTORY_EVERY: the worst delay since the last sample. Read before the
+        poll's news (the old ``last_sync_at``) as well as after, so a sync that came
+        just before the poll cannot hide how long the replica waited for it."""
+        self._note_worst(wall)
+        for path, samples in self._history.items():
+            if Path(path) in self._health and (
+                    not samples or wall - samples[-1][0] >= _HISTORY_EVERY):
+                samples.append((wall, self._worst[path]))
+                self._worst[path] = None
 
     def history(self) -> dict[str, list[tuple[float, float | None]]]:
         """Per listed database: (unix time, replication delay) over the last hour."""
@@ -280,22 +348,52 @@ class HealthPoller:
                             health.delay(now) or 0.0)
                 health.unhealthy_since = None
 
-    def snapshot(self, now: float, errors_of: Callable[[str], list[str]],
+    def snapshot(self, errors_of: Callable[[str], list[str]],
                  log_changes: int = 0) -> tuple[DatabaseStatus, ...]:
-        """Per database, as of the last poll (``now``: unix time): made once per poll
-        and per new Litestream error, since a thousand of them take milliseconds (the
-        same tuple until then, so its JSON can be reused too). The delay it shows may
-        so be up to one ``health_interval`` old."""
+        """Per database, as of the last poll (:attr:`as_of`), with the last lines
+        Litestream logged about it: the same tuple until the next poll or the next
+        logged error (the status route reuses its JSON meanwhile). The delay it shows
+        may so be up to one ``health_interval`` old."""
+        self._watched = True
         key = (self.changes, log_changes)
         if self._rendered is None or self._rendered[0] != key:
+            statuses = self._statuses()
             self._rendered = (key, tuple(
-                h.status(now, self.max_lag, tuple(errors_of(h.database.path.name)))
-                for h in self._health.values()))
+                replace(status, last_errors=tuple(errors)) if errors else status
+                for status, errors in zip(
+                    statuses, map(errors_of, self._polled[2]), strict=True)))
         return self._rendered[1]
+
+    def overall(self) -> bool | None:
+        """:func:`overall_health` of the databases as of the last poll."""
+        self._statuses()
+        return self._overall
+
+
+_WHOLE_SECONDS: dict[str, float] = {}  # "2026-09-21T14:13:20" → its unix time
 
 
 def _unix_time(stamp: str) -> float | None:
-    """Litestream's RFC 3339 with nanoseconds ("...T13:34:51.451218973Z")."""
+    """Litestream's RFC 3339 with nanoseconds ("...T13:34:51.451218973Z"). An idle
+    Litestream syncs every database every few seconds, so a poll of a thousand reads a
+    thousand new times, nearly all within the same few seconds: the whole second is
+    parsed once (microseconds each, milliseconds a poll otherwise), the digits added."""
+    whole_second, fraction = stamp[:19], stamp[20:-1]
+    if len(stamp) >= 20 and stamp[-1] == "Z" and (len(stamp) == 20 or (
+            stamp[19] == "." and fraction.isdigit() and fraction.isascii())):
+        whole = _WHOLE_SECONDS.get(whole_second)
+        if whole is None:
+            whole = _parse(whole_second + "Z")
+            if whole is None:
+                return None
+            if len(_WHOLE_SECONDS) >= 64:
+                _WHOLE_SECONDS.clear()
+            _WHOLE_SECONDS[whole_second] = whole
+        return whole + float("0." + fraction) if fraction else whole
+    return _parse(stamp)
+
+
+def _parse(stamp: str) -> float | None:
     try:
         return unix_time(stamp)
     except ValueError:

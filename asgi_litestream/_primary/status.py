@@ -25,7 +25,7 @@ from .._restore.verify import Verification
 from .._state import Role, State
 from .election import Election
 from .group_sync import SyncStats
-from .health import DatabaseStatus, HealthPoller, overall_health
+from .health import DatabaseStatus, HealthPoller
 from .keeper import Keeper
 
 
@@ -84,6 +84,9 @@ class StatusSnapshot:
     verification: VerificationStatus | None
     lease: LeaseStatus | None
     databases: tuple[DatabaseStatus, ...]
+    # The unix time the databases' figures are as of (the last health poll); None: not
+    # polled yet. Not in the JSON: the status page reckons its relative times from it.
+    as_of: float | None = None
 
     def to_json(self, *, databases: bool = True) -> dict[str, Any]:
         """The status route's JSON (``databases=False``: all but the last key, for a
@@ -129,7 +132,7 @@ def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
               health: HealthPoller, log: LitestreamLog, verified: Verification | None,
               lease: LeaseKeeper | None) -> StatusSnapshot:
     """The status snapshot of one service, now."""
-    databases = health.snapshot(time.time(), log.errors_of, log.changes)
+    databases = health.snapshot(log.errors_of, log.changes)
     standby = election.role is Role.STANDBY
     leader = election.leader
     child = keeper.child
@@ -144,14 +147,14 @@ def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
     return StatusSnapshot(
         name=name, running=running, state=keeper.state, role=election.role,
         leader_pid=leader.pid, worker_pid=os.getpid(),
-        healthy=overall_health(d.healthy for d in databases) if running else False,
+        healthy=health.overall() if running else False,
         pid=pid,
         uptime_s=round(time.monotonic() - child.started_at, 3)
         if running and child is not None else None,
         restarts=restarts, last_exit_code=exit_code, last_errors=tuple(log.last_errors),
         last_flush_ok=keeper.last_flush_ok, version=version,
         verification=VerificationStatus.of(verification, datetime.now(timezone.utc)),
-        lease=lease_status, databases=databases)
+        lease=lease_status, databases=databases, as_of=health.as_of)
 
 
 def status_key(*, running: bool, keeper: Keeper, election: Election, health: HealthPoller,

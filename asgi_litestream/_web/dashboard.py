@@ -72,8 +72,14 @@ def render_dashboard(
 ) -> str:
     """The whole status page for ``status`` (the status snapshot), with the delay
     ``history`` per database path (unix time, behind_s or None; oldest first) and the
-    ``restore_points`` per database path (None, or no entry: not known; empty: none)."""
-    now = time.time() if now is None else now
+    ``restore_points`` per database path (None, or no entry: not known; empty: none).
+
+    Every relative time of the page ("x s ago", the chart's right edge, the footer) is
+    reckoned from one moment, ``now``: by default the one the snapshot's delays are as
+    of (the last health poll), so that a database's delay and its last sync's age agree.
+    """
+    if now is None:
+        now = time.time() if status.as_of is None else status.as_of
     healthy, state = status.healthy, status.state.value
     overall = "bad" if healthy is False or not status.running else (
         "ok" if healthy else "warn")
@@ -131,15 +137,18 @@ def _database(db: DatabaseStatus, samples: Sequence[tuple[float, float | None]],
         f'<section class="card {tone} database" data-database="{path}">'
         f'<div class="head"><h2 class="path">{path}</h2>{_health_badge(healthy)}</div>'
         f'<p class="to">&rarr; <code class="replica">{_text(db.replica)}</code></p>'
-        f"{_facts(*facts)}<h3>Delay, last hour</h3>{_chart(samples, now)}"
+        f"{_facts(*facts)}<h3>Delay, last hour</h3>{_chart(samples, now, db.behind_s)}"
         f"<h3>Restore points</h3>{_restore_points(points, now)}"
         f"<h3>Last errors</h3>{_errors(db.last_errors)}</section>"
     )
 
 
-def _chart(samples: Sequence[tuple[float, float | None]], now: float) -> str:
+def _chart(samples: Sequence[tuple[float, float | None]], now: float,
+           delay: float | None) -> str:
     """An SVG line of the delay over the last hour, broken where it was unknown; the
-    time before the first sample (a fresh start) is shaded."""
+    time before the first sample (a fresh start) is shaded. Its note's "now" is
+    ``delay``, the very figure the database's facts show (a sample is the worst delay
+    of its ten seconds, not the delay now)."""
     recent = [(t, b) for t, b in samples if now - _HOUR <= t <= now]
     known = [b for _, b in recent if b is not None]
     top = _nice_ceiling(max([*known, 1.0]))
@@ -164,7 +173,7 @@ def _chart(samples: Sequence[tuple[float, float | None]], now: float) -> str:
     grid = "".join(f'<line class="grid" x1="0" x2="{_W}" y1="{y}" y2="{y}" '
                    'vector-effect="non-scaling-stroke"/>' for y in (4, _H // 2))
     if known:
-        note = (f"now {_seconds(recent[-1][1])} · max {_seconds(max(known))}"
+        note = (f"now {_seconds(delay)} · max {_seconds(max(known))}"
                 f" · scale 0&ndash;{_seconds(top)}")
     else:
         note = "delay unknown so far" if recent else "no samples in the last hour yet"

@@ -36,22 +36,74 @@ def render_metrics(status: StatusSnapshot, *, sync: SyncStats, sync_rounds: int,
                    flush_seconds: float | None, litestream: str) -> str:
     """The Prometheus text exposition (version 0.0.4) of one service; ``litestream``
     is Litestream's own series, already filtered (LitestreamScrape.text)."""
-    name = {"name": status.name}
-    out = MetricsWriter()
-    out.family("asgi_litestream_up", "gauge", "1 while the databases are being replicated.",
-               [(name, status.running)])
-    out.family("asgi_litestream_state", "gauge", "The supervisor's state (one-hot).",
-               [({**name, "state": s.value}, status.state is s) for s in State])
-    out.family("asgi_litestream_role", "gauge", "This worker's role (one-hot).",
-               [({**name, "role": r.value}, status.role is r) for r in Role])
-    out.family("asgi_litestream_restarts_total", "counter",
-               "Automatic restarts of Litestream since startup.", [(name, status.restarts)])
-    out.family("asgi_litestream_last_exit_code", "gauge",
-               "Litestream's last exit code (negative: a signal).",
-               [(name, status.last_exit_code)])
-    per_db = [({**name, "db": d.path}, d) for d in status.databases]
-    for metric, read, kind, help_text in _DATABASE_SERIES:
-        out.family(metric, kind, help_text, [(labels, read(d)) for labels, d in per_db])
+    return MetricsBody().render(status, sync=sync, sync_rounds=sync_rounds,
+                                flush_seconds=flush_seconds, litestream=litestream).decode()
+
+
+class MetricsBody:
+    """The metrics route's body for successive snapshots: the per-database families
+    (thousands of lines at a thousand databases) re-rendered only when their values
+    changed, Litestream's series encoded once per scrape, the few others every time."""
+
+    def __init__(self) -> None:
+        self._databases: tuple[DatabaseStatus, ...] | None = None
+        self._name = ""
+        self._labels: dict[str, str] = {}  # per database path: its labels, formatted
+        self._families: list[tuple[tuple[Any, ...], bytes]] = [
+            ((), b"") for _ in _DATABASE_SERIES]
+        self._litestream: tuple[str, bytes] = ("", b"")
+
+    def render(self, status: StatusSnapshot, *, sync: SyncStats, sync_rounds: int,
+               flush_seconds: float | None, litestream: str) -> bytes:
+        """What render_metrics() returns, encoded."""
+        name = {"name": status.name}
+        out = MetricsWriter()
+        out.family("asgi_litestream_up", "gauge", "1 while the databases are being replicated.",
+                   [(name, status.running)])
+        out.family("asgi_litestream_state", "gauge", "The supervisor's state (one-hot).",
+                   [({**name, "state": s.value}, status.state is s) for s in State])
+        out.family("asgi_litestream_role", "gauge", "This worker's role (one-hot).",
+                   [({**name, "role": r.value}, status.role is r) for r in Role])
+        out.family("asgi_litestream_restarts_total", "counter",
+                   "Automatic restarts of Litestream since startup.", [(name, status.restarts)])
+        out.family("asgi_litestream_last_exit_code", "gauge",
+                   "Litestream's last exit code (negative: a signal).",
+                   [(name, status.last_exit_code)])
+        head = out.lines
+        out = MetricsWriter()
+        _service_families(out, name, status, sync=sync, sync_rounds=sync_rounds,
+                          flush_seconds=flush_seconds)
+        if litestream is not self._litestream[0]:
+            self._litestream = (litestream, litestream.encode())
+        blocks = ["\n".join(head).encode(), *self._database_families(status),
+                  "\n".join(out.lines).encode(), self._litestream[1]]
+        return b"\n".join(block for block in blocks if block) + b"\n"
+
+    def _database_families(self, status: StatusSnapshot) -> list[bytes]:
+        """Each family of _DATABASE_SERIES, encoded (b"" when it has no sample)."""
+        databases = status.databases
+        if databases is not self._databases:
+            self._databases = databases
+            labels = self._labels if status.name == self._name else {}
+            self._name = status.name
+            self._labels = {path: labels.get(path) or format_labels(
+                {"name": status.name, "db": path}) for path in (d.path for d in databases)}
+            shown = [self._labels[d.path] for d in databases]
+            for index, (metric, read, kind, help_text) in enumerate(_DATABASE_SERIES):
+                key = (shown, [read(d) for d in databases])
+                if key != self._families[index][0]:
+                    lines = [f"{metric}{label} {format_value(value)}"
+                             for label, value in zip(shown, key[1], strict=True)
+                             if value is not None]
+                    block = "\n".join([f"# HELP {metric} {help_text}",
+                                       f"# TYPE {metric} {kind}", *lines]) if lines else ""
+                    self._families[index] = (key, block.encode())
+        return [block for _, block in self._families]
+
+
+def _service_families(out: MetricsWriter, name: dict[str, Any], status: StatusSnapshot, *,
+                      sync: SyncStats, sync_rounds: int, flush_seconds: float | None) -> None:
+    """The families after the databases': flush, durable waits, lease, verification."""
     out.family("asgi_litestream_final_flush_ok", "gauge",
                "Whether the last flush (stop or shutdown) reached every replica.",
                [(name, status.last_flush_ok)])
@@ -87,7 +139,6 @@ def render_metrics(status: StatusSnapshot, *, sync: SyncStats, sync_rounds: int,
     out.family("asgi_litestream_verification_duration_seconds", "gauge",
                "How long the last verification took.",
                [(name, None if verification is None else verification.duration_s)])
-    return "\n".join([*out.lines, *([litestream] if litestream else [])]) + "\n"
 
 
 _DATABASE_SERIES: tuple[tuple[str, Callable[[DatabaseStatus], Any], str, str], ...] = (

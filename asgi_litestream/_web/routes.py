@@ -30,8 +30,8 @@ from starlette.types import Receive, Scope, Send
 
 from .._config.settings import Settings
 from .._follower.replica import ReadReplica
-from .._restore.points import list_restore_points_within
-from .metrics import service_metrics
+from .metrics import MetricsBody
+from .status_body import PUBLIC_FIELDS, StatusBody, dumps
 from .view import ServiceView
 
 logger = logging.getLogger("asgi_litestream")
@@ -47,8 +47,6 @@ _HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")]
 _BASIC = (b"www-authenticate", b'Basic realm="litestream", charset="UTF-8"')
 _BEARER = (b"www-authenticate", b'Bearer realm="litestream"')
-# What anyone may read: the probe's answer (the status route's, before startup too).
-_PUBLIC_FIELDS = ("status", "state", "healthy", "restarts")
 _NOT_STARTED = json.dumps({"status": "down", "state": "not started", "healthy": False,
                            "restarts": 0}, separators=(",", ":")).encode()
 Refusal = tuple[int, bytes, list[tuple[bytes, bytes]]]
@@ -135,9 +133,10 @@ class Routes:
         self._access: Access | None = None
         self._status_key: tuple[object, ...] = ()
         self._status_cache: tuple[bytes, bytes, bool, bool] = (b"", b"", False, False)
-        self._databases_cache: tuple[object, bytes] = (None, b"[]")
+        self._status_json = StatusBody()  # keeps each database's JSON between polls
         self._metrics_key: tuple[object, ...] = ()
         self._metrics_cache = b""
+        self._metrics_body = MetricsBody()  # keeps the per-database families between polls
         self._points_cache: tuple[float, dict[str, list[dict[str, Any]] | None] | None] = (
             -_POINTS_EVERY, None)
         self._listing = False  # a listing of the restore points runs: never a second
@@ -179,7 +178,7 @@ class Routes:
         if isinstance(found, ReadReplica):
             # A read replica is ready once every copy is in place and within max_lag.
             status = found.status()
-            body = _dumps(status if details else _public(status))
+            body = dumps(status if details else _public(status))
             await _respond(send, 200 if status["healthy"] else 503, body, _JSON, head=head)
             return
         full, public, running, healthy = self._status_body()
@@ -199,14 +198,7 @@ class Routes:
         key = service.status_key()
         if key != self._status_key:
             status = service.status()
-            head = status.to_json(databases=False)
-            public = _dumps(_public(head))
-            # The databases' part is the same tuple until the next poll: encoded once
-            # (a thousand databases take milliseconds), spliced into the rest.
-            databases = status.databases
-            if databases is not self._databases_cache[0]:
-                self._databases_cache = (databases, _dumps([d.to_json() for d in databases]))
-            body = _dumps(head)[:-1] + b',"databases":' + self._databases_cache[1] + b"}"
+            body, public = self._status_json.render(status)
             self._status_cache = (body, public, status.running, status.healthy is True)
             self._status_key = key
         return self._status_cache
@@ -234,7 +226,9 @@ class Routes:
         key = (service.status_key(), facts.sync_stats.callers, facts.litestream_metrics,
                facts.last_flush_seconds)
         if key != self._metrics_key:
-            self._metrics_cache = service_metrics(service).encode()
+            self._metrics_cache = self._metrics_body.render(
+                service.status(), sync=facts.sync_stats, sync_rounds=facts.sync_rounds,
+                flush_seconds=facts.last_flush_seconds, litestream=facts.litestream_metrics)
             self._metrics_key = key
         await _respond(send, 200, self._metrics_cache, _PROMETHEUS, head=head)
 
@@ -267,6 +261,8 @@ class Routes:
         cached_at, points = self._points_cache
         if self._listing or time.monotonic() - cached_at < _POINTS_EVERY:
             return points  # page loads meanwhile show the last list
+        from .._restore.points import list_restore_points_within  # only for the page
+
         self._listing = True
         try:
             settings = service.settings
@@ -286,7 +282,7 @@ class Routes:
 
 def _public(status: dict[str, Any]) -> dict[str, Any]:
     """The probe's answer: what anyone may read of the status snapshot."""
-    return {field: status.get(field) for field in _PUBLIC_FIELDS}
+    return {field: status.get(field) for field in PUBLIC_FIELDS}
 
 
 def _authorization(scope: Scope) -> tuple[bytes | None, bytes]:
@@ -313,10 +309,6 @@ async def _readable(scope: Scope, send: Send) -> bool:
         return True
     await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
     return False
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _query_flag(scope: Scope, name: bytes) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,159 @@ def test_one_call_per_poll_for_a_folder_of_databases(tmp_path: Path) -> None:
     names = names[:10]
     anyio.run(poller.poll, Control())  # type: ignore[arg-type]
     assert Control.calls == 10 and len(poller.databases) == 10
+
+
+def test_whole_seconds_parsed_once_read_the_same_times() -> None:
+    """The quick reading of Litestream's times (the whole second kept) gives what the
+    RFC 3339 parser gives, to the last digit, and None where it fails."""
+    from asgi_litestream._litestream.rfc3339 import unix_time
+    from asgi_litestream._primary.health import _unix_time
+
+    for stamp in ("2026-09-21T14:13:20.451218973Z", "2026-09-21T14:13:20.451218974Z",
+                  "2026-09-21T14:13:20Z", "2026-09-21T14:13:20.5Z",
+                  "2026-09-21T14:13:21.000000001Z", "2026-09-21T14:13:20.5+02:00",
+                  "2026-09-21t14:13:20.5z", "2026-09-21T14:13:20.\u0665Z"):
+        assert _unix_time(stamp) == unix_time(stamp), stamp
+    for bad in ("2026-09-21T14:13:20.Z", "2026-13-21T14:13:20.5Z", "2026-09-21T14:13:20.5",
+                "2026-09-21Z", "soon", ""):
+        assert _unix_time(bad) is None, bad
+
+
+class Clock:
+    """time.time() for health.py, moved by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+class Listing:
+    """The control socket of a Litestream that confirms a sync of one database at
+    ``synced`` (a unix time), as its last_sync_at."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.synced = path, T0
+
+    async def databases(self) -> list[dict[str, str]]:
+        from datetime import datetime, timezone
+
+        from asgi_litestream._litestream.rfc3339 import format_time
+
+        at = format_time(datetime.fromtimestamp(self.synced, timezone.utc))
+        return [{"path": str(self.path), "status": "replicating", "last_sync_at": at}]
+
+    async def sync(self, path: Path, *, wait: bool, timeout: float) -> object:
+        from asgi_litestream._litestream.control import SyncResult
+
+        return SyncResult(status="ok", txid=1, replicated_txid=1)
+
+
+def poller_with_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                      ) -> tuple[Any, Listing, Clock]:
+    from asgi_litestream._primary import health as module
+
+    clock = Clock(T0)
+    monkeypatch.setattr(module, "time", clock)
+    db = tmp_path / "app.db"
+    poller = module.HealthPoller((Database(path=db, replica_url="file:///r"),), name="t",
+                                 max_lag=10)
+    return poller, Listing(db), clock
+
+
+def test_the_history_keeps_the_worst_delay_of_each_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Litestream syncs every 2 s and every poll lands 0.05 s after a sync: each
+    sample still shows the 2 s the replica waited between two syncs, not the 0.05 s a
+    poll happens to see; a stall shows in full even when it ended just before the poll
+    that takes the sample."""
+    import anyio
+
+    poller, control, clock = poller_with_clock(tmp_path, monkeypatch)
+
+    async def polls(seconds: int, every: float = 2.0) -> None:
+        for _ in range(int(seconds / every)):
+            clock.now += every
+            control.synced = clock.now - 0.05
+            await poller.poll(control)
+
+    anyio.run(polls, 40)
+    [samples] = poller.history().values()
+    assert len(samples) == 4
+    assert samples[0][1] == pytest.approx(0.05)  # the first poll: nothing before it
+    # The worst: 2 s between two syncs, and the 0.05 s before the poll saw the next one.
+    assert [round(delay, 2) for _, delay in samples[1:]] == [2.05, 2.05, 2.05]
+    assert poller.databases[0].delay(clock.now) == pytest.approx(0.05)  # the delay now
+
+    async def stall() -> None:
+        clock.now += 1.0
+        await poller.poll(control)  # last_sync_at unchanged: the replica is stuck...
+        clock.now += 7.0
+        control.synced = clock.now - 0.05  # ...until 0.05 s before this poll
+        await poller.poll(control)
+
+    anyio.run(stall)
+    [samples] = poller.history().values()
+    assert len(samples) == 5 and round(samples[-1][1] or 0, 2) == 8.05
+
+
+def test_the_snapshot_is_as_of_the_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The databases' part shows the delay at the poll's moment (as_of), read later
+    or not; before any poll, every figure is unknown."""
+    import anyio
+
+    poller, control, clock = poller_with_clock(tmp_path, monkeypatch)
+    [before] = poller.snapshot(lambda name: [])
+    assert before.behind_s is None and before.healthy is None and poller.as_of is None
+    clock.now += 1.0
+    anyio.run(poller.poll, control)
+    clock.now += 1.5  # read later: still as of the poll
+    [after] = poller.snapshot(lambda name: ["a line"] if name == "app.db" else [])
+    assert poller.as_of == T0 + 1.0
+    assert after.behind_s == 1.0 and after.healthy is True
+    assert after.last_errors == ("a line",) and poller.overall() is True
+
+
+def test_while_watched_a_poll_makes_the_snapshot_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the status has been read, the next poll makes the databases' part as it
+    ends (a request then finds it made), the same as a read would have made it."""
+    import anyio
+
+    from asgi_litestream._primary import health as module
+
+    folder = Database(path=tmp_path, replica_url="file:///r", pattern="*.db")
+    clock = Clock(T0)
+    monkeypatch.setattr(module, "time", clock)
+    names = [f"t{i:03d}.db" for i in range(600)]  # more than one step
+
+    class Control(Listing):
+        async def databases(self) -> list[dict[str, str]]:
+            return [{"path": str(tmp_path / n), "status": "replicating",
+                     "last_sync_at": AT_T0} for n in names]
+
+    poller = module.HealthPoller((folder,), name="t", max_lag=10)
+    made: list[int] = []
+    status = module.DatabaseHealth.status
+
+    def counted(self: DatabaseHealth, *args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return status(self, *args, **kwargs)
+
+    monkeypatch.setattr(module.DatabaseHealth, "status", counted)
+    clock.now += 1.0
+    anyio.run(poller.poll, Control(tmp_path))
+    assert not made  # nobody has read the status: nothing made
+    poller.snapshot(lambda name: [])
+    assert len(made) == 600
+    clock.now += 2.0
+    anyio.run(poller.poll, Control(tmp_path))
+    assert len(made) == 1200  # made by the poll
+    snapshot = poller.snapshot(lambda name: [])
+    assert len(made) == 1200 and len(snapshot) == 600
+    assert {d.behind_s for d in snapshot} == {3.0}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from typing import Any
@@ -167,7 +168,7 @@ def test_the_chart_is_drawn_from_the_history() -> None:
         (NOW - 3600, 0.0), (NOW - 1800, 4.0), (NOW - 1200, None),
         (NOW - 600, 1.0), (NOW - 300, 2.0), (NOW, 0.5),
     ]}
-    _, page = render(history=history)
+    _, page = render(with_database(behind_s=0.5), history=history)
     chart = page.one("svg", class_="lag-chart")
     assert chart.attrs["data-samples"] == "5"
     first, second = chart.find("polyline")
@@ -180,6 +181,32 @@ def test_the_chart_is_drawn_from_the_history() -> None:
     assert not chart.find("circle") and not chart.find("rect")  # an hour of samples
     note = page.one(data_database="/data/app.db").find("p", class_="note")[0].text
     assert note == "now 0.5 s · max 4.0 s · scale 0\u20135.0 s"
+
+
+def test_the_chart_says_now_the_delay_the_facts_show() -> None:
+    """The chart's "now" is the database's delay, not its last sample (the worst of
+    some earlier ten seconds): one figure, one moment."""
+    history: dict[str, list[tuple[float, float | None]]] = {"/data/app.db": [
+        (NOW - 20, 2.0), (NOW - 10, 0.0)]}
+    _, page = render(with_database(behind_s=1.2), history=history)
+    database = page.one(data_database="/data/app.db")
+    assert database.one("dd", data_field="delay").text == "1.2 s"
+    note = database.find("p", class_="note")[0].text
+    assert note.startswith("now 1.2 s · max 2.0 s")
+
+
+def test_relative_times_are_reckoned_from_the_snapshot_moment() -> None:
+    """Without a ``now``, the page reads its times as of the snapshot's delays (the last
+    poll): a last sync 1.2 s before it reads "1.2 s ago", beside a delay of 1.2 s, and
+    the footer says that moment."""
+    at = datetime(2026, 11, 30, 12, 19, 58, 800000, tzinfo=timezone.utc).timestamp()
+    status = replace(status_snapshot(with_database(
+        behind_s=1.2, last_sync_at="2026-11-30T12:19:57.6Z")), as_of=at)
+    page = Page(render_dashboard(status, {})).root
+    database = page.one(data_database="/data/app.db")
+    assert database.one("dd", data_field="delay").text == "1.2 s"
+    assert database.one("dd", data_field="last-sync").text == "12:19:57 (1.2 s ago)"
+    assert page.one("time", id="now").text == "2026-11-30 12:19:58 UTC"
 
 
 def test_an_empty_history_draws_an_empty_chart_with_a_note() -> None:

@@ -63,3 +63,34 @@ def test_litestream_series_pass_through_but_not_its_runtime() -> None:
     found = families()
     assert found["litestream_txid"][0].value == 9
     assert "go_goroutines" not in found
+
+
+def test_successive_renders_are_each_a_fresh_render() -> None:
+    """A renderer that keeps its families between snapshots gives, for each one, the
+    very bytes a fresh render gives: moved delays, a changed position, a database
+    gone, another name, Litestream's series changed."""
+    from dataclasses import replace
+
+    from asgi_litestream._web.metrics import MetricsBody
+
+    databases = [{"path": f"/data/t{i}.db", "txid": 9, "replicated_txid": 9, "lag": 0,
+                  "behind_s": 0.4, "healthy": True} for i in range(4)]
+    status = status_snapshot({**STATUS, "databases": databases})
+    body, stats = MetricsBody(), SyncStats()
+    litestream = "\n".join(litestream_series(LITESTREAM))
+    snapshots = [
+        status,
+        replace(status, databases=tuple(replace(d, behind_s=1.5) for d in status.databases)),
+        replace(status, databases=(replace(status.databases[0], txid=10, lag=1,
+                                           healthy=None), *status.databases[1:3])),
+        replace(status, name="other", databases=status.databases[:1]),
+        replace(status, databases=()),
+    ]
+    for index, snapshot in enumerate(snapshots):
+        found = litestream if index % 2 else ""
+        fresh = render_metrics(snapshot, sync=stats, sync_rounds=index, flush_seconds=None,
+                               litestream=found)
+        assert body.render(snapshot, sync=stats, sync_rounds=index, flush_seconds=None,
+                           litestream=found).decode() == fresh
+        assert {f.name for f in text_string_to_metric_families(fresh)} >= {
+            "asgi_litestream_up", "asgi_litestream_durable_sync_seconds"}
