@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -22,8 +22,10 @@ from .._litestream.control import ControlClient, SyncResult
 from .._litestream.logs import LitestreamLog
 from .._litestream.process import LitestreamProcess
 from .._litestream.restart import Exited, GiveUp, Restart, RestartPolicy, run_restarting
-from .._locks.watchdog import Watchdog
 from .._state import State
+
+if TYPE_CHECKING:
+    from .._locks.watchdog import Watchdog
 
 logger = logging.getLogger("asgi_litestream")
 

@@ -15,18 +15,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._litestream.logs import LitestreamLog
 from .._locks.leader_info import LeaderInfo, LeaseStatus
-from .._locks.lease_keeper import LeaseKeeper
 from .._locks.workers import BOOT_ID
-from .._restore.verify import Verification
 from .._state import Role, State
 from .election import Election
 from .group_sync import SyncStats
 from .health import DatabaseStatus, HealthPoller
 from .keeper import Keeper
+
+if TYPE_CHECKING:
+    from .._locks.lease_keeper import LeaseKeeper
+    from .._restore.verify import Verification
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,6 @@ from .._litestream.commands import restore_command
 from .._litestream.listing import replica_names
 from .._litestream.logs import scrub
 from .._litestream.replica_errors import classify, error_line
-from .points import _document
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -58,6 +57,8 @@ def restore_database(
     txid = None
     if result.returncode == 0 and partial.exists():
         try:  # read before the copy is put in place: an error leaves nothing behind
+            from .points import _document  # the CLI's restore only
+
             txid = int(_document(result.stdout.decode("utf-8", "replace"))["txid"], 16)
         except BaseException:
             _remove(partial)

@@ -23,16 +23,18 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from .._config.settings import Settings
-from .._follower.replica import ReadReplica
-from .metrics import MetricsBody
 from .status_body import PUBLIC_FIELDS, StatusBody, dumps
 from .view import ServiceView
+
+if TYPE_CHECKING:
+    from .._follower.replica import ReadReplica
+    from .metrics import MetricsBody
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -136,7 +138,8 @@ class Routes:
         self._status_json = StatusBody()  # keeps each database's JSON between polls
         self._metrics_key: tuple[object, ...] = ()
         self._metrics_cache = b""
-        self._metrics_body = MetricsBody()  # keeps the per-database families between polls
+        # Keeps the per-database families between polls; made at the first scrape.
+        self._metrics_body: MetricsBody | None = None
         self._points_cache: tuple[float, dict[str, list[dict[str, Any]] | None] | None] = (
             -_POINTS_EVERY, None)
         self._listing = False  # a listing of the restore points runs: never a second
@@ -175,9 +178,9 @@ class Routes:
         if not details and _authorization(scope)[0] is not None:
             await _respond(send, *access.refusal, head=head)
             return
-        if isinstance(found, ReadReplica):
+        if self.follower is not None:
             # A read replica is ready once every copy is in place and within max_lag.
-            status = found.status()
+            status = self.follower.status()
             body = dumps(status if details else _public(status))
             await _respond(send, 200 if status["healthy"] else 503, body, _JSON, head=head)
             return
@@ -218,14 +221,21 @@ class Routes:
             access.hint("the metrics")
             await _respond(send, *access.refusal, head=head)
             return
-        if isinstance(found, ReadReplica):
-            await _respond(send, 200, found.metrics().encode(), _PROMETHEUS, head=head)
+        if self.follower is not None:
+            await _respond(send, 200, self.follower.metrics().encode(), _PROMETHEUS,
+                           head=head)
             return
-        service = found
+        service = self.service
+        if service is None:  # found was one of the two
+            return
         facts = service.facts()
         key = (service.status_key(), facts.sync_stats.callers, facts.litestream_metrics,
                facts.last_flush_seconds)
         if key != self._metrics_key:
+            if self._metrics_body is None:
+                from .metrics import MetricsBody  # its code only once someone scrapes
+
+                self._metrics_body = MetricsBody()
             self._metrics_cache = self._metrics_body.render(
                 service.status(), sync=facts.sync_stats, sync_rounds=facts.sync_rounds,
                 flush_seconds=facts.last_flush_seconds, litestream=facts.litestream_metrics)
