@@ -32,7 +32,13 @@ if _typing.TYPE_CHECKING:  # what the names below resolve to, for type checkers 
     from ._follower.replica import ReadReplica
     from ._handle import Supervisor
     from ._middleware import LitestreamLifespan
-    from ._registry import get_supervisor, start_litestream, status, stop_litestream
+    from ._registry import (
+        get_supervisor,
+        rotate_credentials,
+        start_litestream,
+        status,
+        stop_litestream,
+    )
     from ._restore.points import RestorePoint, list_restore_points, restore_to
     from ._restore.verify import Verification
     from ._starlette import durable, durable_endpoint, position_header, read_your_writes
@@ -56,6 +62,7 @@ _LAZY = {
     "position_header": "._starlette",
     "read_your_writes": "._starlette",
     "restore_to": "._restore.points",
+    "rotate_credentials": "._registry",
     "start_litestream": "._registry",
     "status": "._registry",
     "stop_litestream": "._registry",
@@ -104,6 +111,7 @@ __all__ = [
     "position_header",
     "read_your_writes",
     "restore_to",
+    "rotate_credentials",
     "start_litestream",
     "status",
     "stop_litestream",

@@ -1,8 +1,8 @@
 """What an app holds: ``request.state.litestream`` and ``get_supervisor(name)``.
 
 A read-only view of the replication service, plus the few actions an app may take:
-wait for durability, stop and start Litestream. The service's moving parts stay
-private, so nothing an app does can put it in a state it cannot handle.
+wait for durability, stop and start Litestream, rotate its credentials. The service's
+moving parts stay private, so nothing an app does can put it in a state it cannot handle.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class Service(ServiceView, Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> bool: ...
+
+    async def rotate_credentials(self, *, access_key_id: str,
+                                 secret_access_key: str) -> None: ...
 
 
 class Supervisor:
@@ -144,3 +147,13 @@ class Supervisor:
         """Flush every database to its replica, then stop Litestream (the app keeps
         serving). Returns whether the flush reached every replica."""
         return await self._service.stop()
+
+    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str
+                                 ) -> None:
+        """Use new S3 keys from now on, without restarting the app: flush Litestream,
+        stop it and start it again with them (tens of milliseconds; durable waits wait
+        meanwhile, and it is not counted in ``restarts``). The lease's S3 calls use them
+        too. Applies to this worker; with several workers, the one that leads runs
+        Litestream (key files, which every worker watches, reach it wherever it is)."""
+        await self._service.rotate_credentials(access_key_id=access_key_id,
+                                               secret_access_key=secret_access_key)

@@ -60,6 +60,8 @@ class LitestreamLifespan:
         config_path: str | os.PathLike[str] | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
+        access_key_id_file: str | os.PathLike[str] | None = None,
+        secret_access_key_file: str | os.PathLike[str] | None = None,
         name: str | None = None,
         bin_path: str | os.PathLike[str] | None = None,
         download: bool | None = None,

@@ -1,4 +1,5 @@
-"""Supervisors by name, and the seed API: start_litestream / status / stop_litestream."""
+"""Supervisors by name, and the seed API: start_litestream / status / stop_litestream /
+rotate_credentials."""
 
 from __future__ import annotations
 
@@ -52,6 +53,18 @@ async def stop_litestream(name: str = "litestream") -> bool:
     Returns whether the flush reached the replica for every database.
     """
     return await get_supervisor(name).stop()
+
+
+async def rotate_credentials(name: str = "litestream", *, access_key_id: str,
+                             secret_access_key: str) -> None:
+    """Use new S3 keys from now on: Litestream is flushed and restarted with them (the
+    app stays up; durable waits wait meanwhile). See Supervisor.rotate_credentials."""
+    supervisor = get_supervisor(name)
+    if not isinstance(supervisor, Supervisor):
+        raise ConfigError("role", "follower", "a read replica's keys do not rotate yet",
+                          "restart the follower with its new keys")
+    await supervisor.rotate_credentials(access_key_id=access_key_id,
+                                        secret_access_key=secret_access_key)
 
 
 def status(name: str = "litestream") -> Literal["running", "down"]:

@@ -31,6 +31,7 @@ _ROOT_PROG = "asgi-litestream"
 # a page of its own.
 _PAGES = {
     "#many-databases": "many-databases.md",
+    "#rotating-credentials": "rotating-credentials.md",
     "#read-replicas": "read-replicas.md",
     "#rolling-deploys-across-hosts": "rolling-deploys.md",
     "#metrics": "metrics-and-status-page.md#metrics",

@@ -269,5 +269,6 @@ def status_snapshot(data: dict[str, Any]) -> StatusSnapshot:
         last_errors=tuple(data.get("last_errors") or ()),
         last_flush_ok=data.get("last_flush_ok"), version=data.get("version"),
         verification=verification, lease=LeaseStatus.from_json(data.get("lease")),
+        credentials=data.get("credentials"),
         databases=tuple(DatabaseStatus(**{"replica": "", **db, "last_errors": tuple(
             db.get("last_errors") or ())}) for db in data.get("databases") or ()))

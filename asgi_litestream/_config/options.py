@@ -162,6 +162,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("access_key_id", "secret", None, "unset",
            "S3 credentials. Given only to the child process's environment."),
     Option("secret_access_key", "secret", None, "unset", "Likewise."),
+    Option("access_key_id_file", "path", None, "unset",
+           "Or: a file holding the key id (a mounted Docker or Kubernetes secret), read at "
+           "startup and watched while the app runs: new keys restart Litestream with them. "
+           "With `secret_access_key_file`. See [Rotating credentials]"
+           "(#rotating-credentials)."),
+    Option("secret_access_key_file", "path", None, "unset",
+           "The file holding the secret key (likewise)."),
     Option("name", "str", "litestream", '`"litestream"`',
            "Name for `start_litestream` / `status` / `stop_litestream`; unique per process."),
     Option("bin_path", "path", None, "unset",

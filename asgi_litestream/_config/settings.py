@@ -28,6 +28,7 @@ from .config_file import (
 from .databases import Database, databases_from
 from .names import DOLLAR_VAR, escape_dollars, escape_dollars_in_path
 from .options import DEFAULT, OPTION_NAMES, OPTIONS
+from .secret_files import keys_from_files
 from .urls import secret_refs
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -53,6 +54,10 @@ class Settings:
     file_config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+    access_key_id_file: Path | None = None
+    secret_access_key_file: Path | None = None
+    # Where the keys came from: "option", "file", "environment" or "default chain".
+    credentials_source: str = "default chain"
     name: str = _DEFAULTS["name"]
     bin_path: Path | None = None
     download: bool = _DEFAULTS["download"]
@@ -127,6 +132,7 @@ class Settings:
             values["databases"] = databases_from(values.pop("database"),
                                              values.pop("replica_url"))
         values["bin_path"] = _bin_path(values["bin_path"])
+        values["credentials_source"] = keys_from_files(values, options, env)
         for route in ("status_path", "metrics_path", "dashboard_path"):
             values[route] = _route(route, values[route])
         values["log_level"] = values["log_level"].lower()

@@ -86,6 +86,10 @@ class LitestreamLog:
         self._by_database: OrderedDict[str, deque[str]] = OrderedDict()
         self.changes = 0  # bumped with every kept line
 
+    def add_secrets(self, secrets: Sequence[str]) -> None:
+        """Scrub these too from now on (keys rotated in while the app runs)."""
+        self._secrets = tuple(dict.fromkeys((*self._secrets, *secrets)))
+
     def line(self, raw: bytes, pid: int) -> None:
         text = raw.decode("utf-8", "replace").strip()
         if text:

@@ -73,6 +73,10 @@ logger = logging.getLogger("asgi_litestream")
 
 # -- S3 -------------------------------------------------------------------------------
 
+_KEY_VARIABLES = ("LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY",
+                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 class S3LeaseStore(ConditionalStore):
     """The lease object in an S3 bucket, written with boto3's conditional requests."""
 
@@ -83,12 +87,16 @@ class S3LeaseStore(ConditionalStore):
         self.key = f"{path}/{LOCK_NAME}" if path else LOCK_NAME
         self.where = f"s3://{bucket}/{self.key}"
         self._query = dict(query)
-        self._env = dict(env)
+        self._env = env  # the service's: rotated keys reach it (the client is rebuilt)
         self._s3: Any = None
+        self._keys: tuple[str | None, ...] = ()
         self._botocore: Any = importlib.import_module("botocore.exceptions")
 
     def _client(self) -> Any:
-        if self._s3 is None:  # built on first use: loading boto3's models takes a while
+        keys = tuple(self._env.get(name) for name in _KEY_VARIABLES)
+        # Built on first use (loading boto3's models takes a while), again on new keys.
+        if self._s3 is None or keys != self._keys:
+            self._keys = keys
             self._s3 = s3_client(self._query, self._env, connect_timeout=self.timeout,
                                  read_timeout=self.timeout,
                                  retries={"total_max_attempts": 1})

@@ -128,7 +128,7 @@ class Keeper:
                 return
             self.set_state(State.STARTING)
             try:
-                await self._spawn()
+                await self.spawn()
             except BaseException:  # including cancellation: never stay "starting"
                 self.set_state(State.FAILED)
                 raise
@@ -197,7 +197,8 @@ class Keeper:
                         child.pid, child.returncode)
             return flushed
 
-    async def _spawn(self) -> None:
+    async def spawn(self) -> None:
+        """Spawn Litestream with the current environment; the caller holds the lock."""
         if self._task_group is None:
             raise RuntimeError("attach() the service's task group before start()")
         if self._lease_refuses():
@@ -234,7 +235,7 @@ class Keeper:
                     return None  # start(), stop() or a shutdown came during the backoff
                 self.restarts += 1
                 try:
-                    await self._spawn()
+                    await self.spawn()
                 except StartupError as exc:
                     logger.warning("litestream %r: restart failed: %s", self.settings.name,
                                    exc)

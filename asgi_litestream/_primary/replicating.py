@@ -73,22 +73,25 @@ class Replicating:
         """One round of group commit for one database: POST /sync with wait."""
         keeper, timeout = self.keeper, self.settings.flush_timeout
         with anyio.move_on_after(timeout) as scope:
-            while not self.running:  # a restart takes milliseconds: wait it out
-                if (keeper.closing or keeper.state in _NOT_REPLICATING
-                        or not keeper.want_running):
-                    raise SyncError(f"Litestream {self.settings.name!r} is "
-                                    f"{keeper.state.value}: nothing replicates {path}")
-                await anyio.sleep(0.01)
-            control = self.election.control()
-            if control is None:
-                raise SyncError("no control socket known for the leading worker")
-            if not path.exists():
-                return None  # nothing committed yet
             while True:
+                while not self.running:  # a restart takes milliseconds: wait it out
+                    if (keeper.closing or keeper.state in _NOT_REPLICATING
+                            or not keeper.want_running):
+                        raise SyncError(f"Litestream {self.settings.name!r} is "
+                                        f"{keeper.state.value}: nothing replicates {path}")
+                    await anyio.sleep(0.01)
+                control = self.election.control()
+                if control is None:
+                    raise SyncError("no control socket known for the leading worker")
+                if not path.exists():
+                    return None  # nothing committed yet
+                child = keeper.child
                 try:
                     result = await control.sync_durably(path, timeout=timeout)
                     break
                 except ControlError as exc:
+                    if keeper.child is not child or not self.running:
+                        continue  # restarted under us (a rotation): ask the new one
                     # A folder's new database: Litestream's watcher adds it within
                     # milliseconds of its creation.
                     if not (self.in_a_folder(path) and "not found" in str(exc)):

@@ -45,6 +45,7 @@ from .._litestream.scrape import LitestreamScrape
 from .._litestream.workdir import CONFIG_NAME, SOCKET_NAME
 from .._locks.workers import Leadership
 from .._state import Role, State
+from .credentials import Credentials
 from .election import Election
 from .group_sync import DurableSyncs, SyncStats
 from .handover import give_up_placing, hand_over_and_stop, shutdown_limit
@@ -88,6 +89,8 @@ class ReplicationService:
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish,
                              on_position=lambda path, result: self.health.note_position(
                                  path, result.txid, result.replicated_txid))
+        self.credentials = Credentials(settings, env=self._env, keeper=self.keeper,
+                                       log=self.log)
         self._verifier: Verifier | None = None  # made when first asked (verifier)
         self.lease: LeaseKeeper | None = None
         if settings.lease:
@@ -206,6 +209,8 @@ class ReplicationService:
         task_group.start_soon(self.keeper.keep_alive)
         task_group.start_soon(self.joining.watch_leader)
         task_group.start_soon(self.replicating.poll_health)
+        if self.settings.access_key_id_file is not None:
+            task_group.start_soon(self.credentials.watch_files)
         if self.settings.metrics_path is not None:
             # Prometheus scrapes every 15 s or more: no need to ask more often.
             task_group.start_soon(self.scrape.run, self.replicating.metrics_address,
@@ -276,7 +281,8 @@ class ReplicationService:
         """The status snapshot, as the status route serves it."""
         return status_of(name=self.settings.name, running=self.running, keeper=self.keeper,
                          election=self.election, health=self.health, log=self.log,
-                         verified=self._verified(), lease=self.lease)
+                         verified=self._verified(), lease=self.lease,
+                         credentials=self.credentials.to_json())
 
     def status_key(self) -> tuple[object, ...]:
         """Changes whenever status() would (the routes reuse their rendered body)."""
@@ -322,6 +328,9 @@ class ReplicationService:
 
     async def stop(self) -> bool:
         return await self.keeper.stop()
+
+    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str) -> None:
+        await self.credentials.rotate(access_key_id, secret_access_key)
 
     def _publish(self) -> None:
         """On every state change (Keeper.set_state): the leader tells the standbys."""

@@ -86,6 +86,9 @@ class StatusSnapshot:
     verification: VerificationStatus | None
     lease: LeaseStatus | None
     databases: tuple[DatabaseStatus, ...]
+    # This worker's S3 keys: where from and when loaded (Credentials.to_json()), never
+    # the keys themselves.
+    credentials: Mapping[str, Any] | None = None
     # The unix time the databases' figures are as of (the last health poll); None: not
     # polled yet. Not in the JSON: the status page reckons its relative times from it.
     as_of: float | None = None
@@ -110,6 +113,7 @@ class StatusSnapshot:
             "version": self.version,
             "verification": None if self.verification is None else self.verification.to_json(),
             "lease": None if self.lease is None else self.lease.to_json(),
+            "credentials": None if self.credentials is None else dict(self.credentials),
         }
         if databases:
             out["databases"] = [db.to_json() for db in self.databases]
@@ -132,7 +136,8 @@ class ServiceFacts:
 
 def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
               health: HealthPoller, log: LitestreamLog, verified: Verification | None,
-              lease: LeaseKeeper | None) -> StatusSnapshot:
+              lease: LeaseKeeper | None, credentials: Mapping[str, Any] | None = None
+              ) -> StatusSnapshot:
     """The status snapshot of one service, now."""
     databases = health.snapshot(log.errors_of, log.changes)
     standby = election.role is Role.STANDBY
@@ -156,7 +161,8 @@ def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
         restarts=restarts, last_exit_code=exit_code, last_errors=tuple(log.last_errors),
         last_flush_ok=keeper.last_flush_ok, version=version,
         verification=VerificationStatus.of(verification, datetime.now(timezone.utc)),
-        lease=lease_status, databases=databases, as_of=health.as_of)
+        lease=lease_status, databases=databases, as_of=health.as_of,
+        credentials=credentials)
 
 
 def status_key(*, running: bool, keeper: Keeper, election: Election, health: HealthPoller,

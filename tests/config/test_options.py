@@ -32,7 +32,7 @@ def test_settings_has_a_field_per_option_with_its_declared_default() -> None:
             continue
         assert fields[option.name].default == option.default, option.name
     assert set(fields) == (set(OPTION_NAMES) - {"database", "replica_url"}) | {
-        "databases", "file_config"}
+        "databases", "file_config", "credentials_source"}
 
 
 def test_unknown_option_is_refused() -> None:
