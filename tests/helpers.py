@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_litestream import durable, position_header
 from asgi_litestream._locks.leader_info import LeaseStatus
-from asgi_litestream._primary.health import DatabaseStatus
+from asgi_litestream._primary.database_health import DatabaseStatus
 from asgi_litestream._primary.status import StatusSnapshot, VerificationStatus
 from asgi_litestream._state import Role, State
 

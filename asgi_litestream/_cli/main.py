@@ -30,6 +30,7 @@ from .._release import PACKAGE_VERSION
 from . import commands as _commands
 from .commands import PROG
 from .manual import EXITS, FAILED, INTERRUPTED, MANUALS, exit_table, paragraphs
+from .status import run_status
 from .words import Words, describe
 
 __all__ = ["main"]
@@ -160,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=5.0,
                         help="seconds (default %(default)s)")
     _json_flag(status, "the status as the route serves it")
-    status.set_defaults(run=_commands.run_status)
+    status.set_defaults(run=run_status)
     return parser
 
 

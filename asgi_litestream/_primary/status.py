@@ -21,9 +21,10 @@ from .._litestream.logs import LitestreamLog
 from .._locks.leader_info import LeaderInfo, LeaseStatus
 from .._locks.workers import BOOT_ID
 from .._state import Role, State
+from .database_health import DatabaseStatus
 from .election import Election
 from .group_sync import SyncStats
-from .health import DatabaseStatus, HealthPoller
+from .health import HealthPoller
 from .keeper import Keeper
 
 if TYPE_CHECKING:

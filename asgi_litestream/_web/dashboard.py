@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 from .._litestream.rfc3339 import parse_time
-from .._primary.health import DatabaseStatus
+from .._primary.database_health import DatabaseStatus
 from .._primary.status import StatusSnapshot, VerificationStatus
 
 _HOUR = 3600.0

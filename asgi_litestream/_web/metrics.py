@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .._litestream.scrape import MetricsWriter, format_labels, format_value
+from .._primary.database_health import DatabaseStatus
 from .._primary.group_sync import SYNC_BUCKETS, SyncStats
-from .._primary.health import DatabaseStatus
 from .._primary.status import StatusSnapshot
 from .._state import Role, State
 from .view import ServiceView

@@ -16,7 +16,7 @@ from json.encoder import encode_basestring_ascii
 from operator import attrgetter
 from typing import Any
 
-from .._primary.health import DatabaseStatus
+from .._primary.database_health import DatabaseStatus
 from .._primary.status import StatusSnapshot
 
 # What anyone may read: the probe's answer (the status route's, before startup too).

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from asgi_litestream._config.databases import Database
-from asgi_litestream._primary.health import DatabaseHealth, overall_health
+from asgi_litestream._primary.database_health import DatabaseHealth, overall_health
 
 
 def health() -> DatabaseHealth:
@@ -175,7 +175,7 @@ def test_whole_seconds_parsed_once_read_the_same_times() -> None:
     """The quick reading of Litestream's times (the whole second kept) gives what the
     RFC 3339 parser gives, to the last digit, and None where it fails."""
     from asgi_litestream._litestream.rfc3339 import unix_time
-    from asgi_litestream._primary.health import _unix_time
+    from asgi_litestream._primary.database_health import _unix_time
 
     for stamp in ("2026-09-21T14:13:20.451218973Z", "2026-09-21T14:13:20.451218974Z",
                   "2026-09-21T14:13:20Z", "2026-09-21T14:13:20.5Z",
