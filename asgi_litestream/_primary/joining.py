@@ -32,6 +32,10 @@ logger = logging.getLogger("asgi_litestream")
 LOCK_POLL = 0.1
 
 
+class StoppedEarly(StartupError):
+    """The server shut down before the databases were in place: not a failure."""
+
+
 class Joining:
     """Join, lead or follow, take over: the role changes of one service."""
 
@@ -49,6 +53,25 @@ class Joining:
         self.lease = lease
         self._app_started = app_started
         self._stopping = stopping
+        self._scope: anyio.CancelScope | None = None  # take_place()'s, for cut_short()
+
+    async def take_place(self) -> Exception | None:
+        """Join, lead or follow; the startup error, if any. cut_short() ends it
+        (StoppedEarly): a shutdown never waits out the lease, the reads or a restore."""
+        with anyio.CancelScope() as self._scope:
+            try:
+                await self.join()
+            except Exception as exc:
+                return exc
+        if self._scope.cancelled_caught:
+            return StoppedEarly(f"Litestream {self.settings.name!r} was stopped "
+                                "before its databases were in place")
+        return None
+
+    def cut_short(self) -> None:
+        """The app is shutting down: stop joining (waiting for the lease, restoring)."""
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def join(self) -> None:
         """Lead or stand by, within startup_timeout (+ restore_timeout); StartupError."""

@@ -47,23 +47,20 @@ from .._locks.workers import Leadership
 from .._state import Role, State
 from .credentials import Credentials
 from .election import Election
-from .group_sync import DurableSyncs, SyncStats
+from .group_sync import DurableSyncs
 from .handover import give_up_placing, hand_over_and_stop, shutdown_limit
 from .health import HealthPoller
-from .joining import Joining
+from .joining import Joining, StoppedEarly
 from .keeper import Keeper
 from .replicating import Replicating
 from .status import ServiceFacts, StatusSnapshot, leader_info_of, status_key, status_of
+from .verifying import LazyVerifier
 
 if TYPE_CHECKING:
     from .._locks.lease_keeper import LeaseKeeper
-    from .._restore.verify import Verification, Verifier
+    from .._restore.verify import Verification
 
 logger = logging.getLogger("asgi_litestream")
-
-class _StoppedEarly(StartupError):
-    """The server shut down before the databases were in place: not a failure."""
-
 
 class ReplicationService:
     """Owns Litestream for one LitestreamLifespan in one worker process."""
@@ -91,7 +88,11 @@ class ReplicationService:
                                  path, result.txid, result.replicated_txid))
         self.credentials = Credentials(settings, env=self._env, keeper=self.keeper,
                                        log=self.log)
-        self._verifier: Verifier | None = None  # made when first asked (verifier)
+        self.verifying = LazyVerifier(
+            name=settings.name, binary=binary, config_path=self.config_path,
+            databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
+            secrets=settings.secrets(), on_result=self._publish,
+            control=lambda: self.election.control() if self.running else None)
         self.lease: LeaseKeeper | None = None
         if settings.lease:
             from .._locks.lease_keeper import LeaseKeeper  # the lease's code, only with one
@@ -112,7 +113,6 @@ class ReplicationService:
         # Litestream running here or at the leader), or startup failed (wait_in_place).
         self._placed = anyio.Event()
         self._placed_error: Exception | None = None
-        self._joining: anyio.CancelScope | None = None
         self.app_started = False  # the app runs on the files: never swap them now
 
     @property
@@ -153,7 +153,7 @@ class ReplicationService:
                 if started_early:
                     task_status.started()
                 try:
-                    failure = await self._take_place()
+                    failure = await self.joining.take_place()
                     if failure is None:
                         self._placed.set()
                         async with anyio.create_task_group() as watching:
@@ -179,7 +179,7 @@ class ReplicationService:
                     "were in place")
                 self._placed.set()
             self._closed.set()
-        if isinstance(failure, _StoppedEarly):
+        if isinstance(failure, StoppedEarly):
             logger.info("litestream %r: %s", self.settings.name, failure)
             self.keeper.set_state(State.STOPPED)
         elif failure is not None:
@@ -190,19 +190,6 @@ class ReplicationService:
                          "NOT replicating (readiness answers 503)", self.settings.name,
                          failure)
             self.keeper.set_state(State.FAILED)
-
-    async def _take_place(self) -> Exception | None:
-        """Join, lead or follow; the startup error, if any. close() cuts it short
-        (_StoppedEarly): a shutdown never waits out the lease, the reads or a restore."""
-        with anyio.CancelScope() as self._joining:
-            try:
-                await self.joining.join()
-            except Exception as exc:
-                return exc
-        if self._joining.cancelled_caught:
-            return _StoppedEarly(f"Litestream {self.settings.name!r} was stopped "
-                                 "before its databases were in place")
-        return None
 
     def _watch(self, task_group: anyio.abc.TaskGroup) -> None:
         """The tasks that run while the app does; cancelled before the final flush."""
@@ -216,7 +203,7 @@ class ReplicationService:
             task_group.start_soon(self.scrape.run, self.replicating.metrics_address,
                                   max(self.settings.health_interval, 10.0))
         if self.settings.verify_interval is not None:
-            task_group.start_soon(self.verifier().every, self.settings.verify_interval,
+            task_group.start_soon(self.verifying.get().every, self.settings.verify_interval,
                                   lambda: self.role is Role.LEADER and self.running)
 
     async def _clean_up(self, *, placed: bool, failure: Exception | None) -> None:
@@ -263,8 +250,8 @@ class ReplicationService:
         getting the databases in place behind the gate, has given that up), or past
         shutdown_limit(). serve() does the work, shielded: a cancelled close() leaves
         it running, and the task group that runs serve() waits for it."""
-        if not self._placed.is_set() and self._joining is not None:
-            self._joining.cancel()
+        if not self._placed.is_set():
+            self.joining.cut_short()
         self._close_requested.set()
         with anyio.move_on_after(self.shutdown_limit() + 1.0):
             await self._closed.wait()
@@ -281,7 +268,7 @@ class ReplicationService:
         """The status snapshot, as the status route serves it."""
         return status_of(name=self.settings.name, running=self.running, keeper=self.keeper,
                          election=self.election, health=self.health, log=self.log,
-                         verified=self._verified(), lease=self.lease,
+                         verified=self.verifying.last, lease=self.lease,
                          credentials=self.credentials.to_json())
 
     def status_key(self) -> tuple[object, ...]:
@@ -291,37 +278,14 @@ class ReplicationService:
 
     def facts(self) -> ServiceFacts:
         """This worker's own counters, for the app and the metrics route."""
-        syncs, keeper = self.syncs, self.keeper
-        return ServiceFacts(restarts=keeper.restarts, version=keeper.version,
-                            last_flush_ok=keeper.last_flush_ok,
-                            last_flush_seconds=keeper.last_flush_seconds,
-                            sync_stats=SyncStats() if syncs is None else syncs.stats,
-                            sync_rounds=0 if syncs is None else syncs.rounds,
-                            litestream_metrics=self.scrape.text)
+        return ServiceFacts.of(self.keeper, self.syncs, self.scrape.text)
 
     def history(self) -> dict[str, list[tuple[float, float | None]]]:
         """Per listed database: (unix time, replication delay) over the last hour."""
         return self.health.history()
 
-    def verifier(self) -> Verifier:
-        """The backup's verifier, made (and its code imported) when first needed: with
-        verify_interval, or when verify() is called."""
-        if self._verifier is None:
-            from .._restore.verify import Verifier
-
-            self._verifier = Verifier(
-                name=self.settings.name, binary=self.binary, config_path=self.config_path,
-                databases=self.settings.databases, env=self._env,
-                timeout=self.settings.restore_timeout, secrets=self.settings.secrets(),
-                on_result=self._publish,
-                control=lambda: self.election.control() if self.running else None)
-        return self._verifier
-
-    def _verified(self) -> Verification | None:
-        return None if self._verifier is None else self._verifier.last
-
     async def verify(self) -> Verification:
-        return await self.verifier().verify()
+        return await self.verifying.get().verify()
 
     async def start(self) -> None:
         await self.keeper.start()
@@ -337,5 +301,5 @@ class ReplicationService:
         if self.role is Role.LEADER and self.leadership.leading:
             self.leadership.publish(leader_info_of(
                 name=self.settings.name, keeper=self.keeper, socket=self.control.socket_path,
-                metrics_addr=self.replicating.metrics_addr, verified=self._verified(),
+                metrics_addr=self.replicating.metrics_addr, verified=self.verifying.last,
                 lease=self.lease))

@@ -23,7 +23,7 @@ from .._locks.workers import BOOT_ID
 from .._state import Role, State
 from .database_health import DatabaseStatus
 from .election import Election
-from .group_sync import SyncStats
+from .group_sync import DurableSyncs, SyncStats
 from .health import HealthPoller
 from .keeper import Keeper
 
@@ -133,6 +133,16 @@ class ServiceFacts:
     sync_stats: SyncStats  # live: durable waits, as group commit counts them
     sync_rounds: int
     litestream_metrics: str  # Litestream's own series, from the last background scrape
+
+    @classmethod
+    def of(cls, keeper: Keeper, syncs: DurableSyncs | None, litestream_metrics: str
+           ) -> ServiceFacts:
+        return cls(restarts=keeper.restarts, version=keeper.version,
+                   last_flush_ok=keeper.last_flush_ok,
+                   last_flush_seconds=keeper.last_flush_seconds,
+                   sync_stats=SyncStats() if syncs is None else syncs.stats,
+                   sync_rounds=0 if syncs is None else syncs.rounds,
+                   litestream_metrics=litestream_metrics)
 
 
 def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
