@@ -48,11 +48,11 @@ def restore_database(
         result = subprocess.run(command, env=dict(env), capture_output=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        _remove(partial)
+        remove_partial(partial)
         raise RestoreError(f"restoring {database.path} from {database.replica} took over "
                            f"{timeout}s. Fix: check the replica is reachable") from None
     except BaseException:  # Ctrl+C, a cancelled startup: run() killed the child
-        _remove(partial)
+        remove_partial(partial)
         raise
     txid = None
     if result.returncode == 0 and partial.exists():
@@ -61,7 +61,7 @@ def restore_database(
 
             txid = int(_document(result.stdout.decode("utf-8", "replace"))["txid"], 16)
         except BaseException:
-            _remove(partial)
+            remove_partial(partial)
             raise
     restored = _finish(database, partial, result.returncode, result.stdout + result.stderr,
                        secrets)
@@ -73,7 +73,7 @@ def _prepare(database: Database, *, overwrite: bool) -> Path:
         raise RestoreError(f"{database.path} already exists; refusing to overwrite it. Fix: "
                            "move it away, or pass overwrite (--force) to replace it")
     partial = _partial(database.path)
-    _remove(partial)
+    remove_partial(partial)
     return partial
 
 
@@ -87,7 +87,7 @@ def _finish(database: Database, partial: Path, code: int, output: bytes,
     """Rename a finished restore into place; RestoreError naming the cause if it failed."""
     target = database.path
     if code != 0:
-        _remove(partial)
+        remove_partial(partial)
         said = scrub(error_line(output.decode("utf-8", "replace")), secrets) or "no output"
         failure = classify(said)
         if failure.recognised:
@@ -98,7 +98,7 @@ def _finish(database: Database, partial: Path, code: int, output: bytes,
     if not partial.exists():
         return False  # the replica holds no backup
     for suffix in ("-wal", "-shm"):
-        _remove(Path(str(target) + suffix))  # stale sidecars would corrupt the restored copy
+        remove_partial(Path(str(target) + suffix))  # stale sidecars would corrupt the restored copy
     os.replace(partial, target)
     return True
 
@@ -107,7 +107,7 @@ def _partial(target: Path) -> Path:
     return target.with_name(f".{target.name}.restoring-{os.getpid()}")
 
 
-def _remove(path: Path) -> None:
+def remove_partial(path: Path) -> None:
     """A partial restore, and what Litestream writes on its way there (``<path>.tmp``)."""
     for base in (str(path), f"{path}.tmp"):
         for candidate in (base, base + "-wal", base + "-shm"):
@@ -204,10 +204,10 @@ async def _restore_now(binary: Path, config_path: Path, database: Database,
             result = await anyio.run_process(command, env=dict(env), check=False,
                                               stdin=subprocess.DEVNULL)
     except BaseException:
-        _remove(partial)
+        remove_partial(partial)
         raise
     if scope.cancelled_caught:
-        _remove(partial)
+        remove_partial(partial)
         raise RestoreError(f"restoring {database.path} from {database.replica} took over "
                            f"{timeout:.0f}s. Fix: check the replica is reachable, or raise "
                            "restore_timeout for a large database")

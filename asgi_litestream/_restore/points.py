@@ -39,6 +39,7 @@ from .._litestream.rfc3339 import parse_time
 from .._litestream.workdir import generated_config
 from .._locks.workers import Leadership
 from .._state import State
+from .boot import remove_partial
 
 logger = logging.getLogger("asgi_litestream")
 
@@ -197,7 +198,7 @@ def restore_to(
     partial = target.with_name(f".{target.name}.rewind-{os.getpid()}")
     guarded = [d for d in settings.databases if d.path == target]
     with restore_lock(guarded), _litestream(settings, binary) as (found, config, run):
-        _remove(partial)
+        remove_partial(partial)
         try:
             command = restore_command(found, config_path=config, database=db.path,
                                       output=partial, json=True, txid=at_txid,
@@ -208,7 +209,7 @@ def restore_to(
             restored = int(result["txid"], 16)
             _place(partial, target, replace=output is None)
         finally:
-            _remove(partial)
+            remove_partial(partial)
     logger.info("restored %s as of txid %d into %s", db.path, restored, target)
     return restored
 
@@ -318,9 +319,3 @@ def _place(partial: Path, target: Path, *, replace: bool) -> None:
 
 def _with_sidecars(path: Path) -> list[Path]:
     return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
-
-
-def _remove(path: Path) -> None:
-    """A partial restore, and what Litestream writes on its way there (``<path>.tmp``)."""
-    for candidate in [*_with_sidecars(path), *_with_sidecars(Path(f"{path}.tmp"))]:
-        candidate.unlink(missing_ok=True)
