@@ -194,16 +194,19 @@ def config_text(config: Mapping[str, Any]) -> str:
     """Litestream's config file as JSON, which is YAML too (YAML 1.2 is a superset),
     so writing it needs no YAML library: importing PyYAML cost ~8 ms of our import.
     Every string is double-quoted, as a :class:`SecretRef` must be; the characters
-    YAML refuses raw are escaped like :func:`yaml_escaped` does."""
-    text = json.dumps(config, ensure_ascii=False, indent=2, default=str)
-    return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
+    YAML refuses raw are escaped (:func:`_yaml_safe`)."""
+    return _yaml_safe(json.dumps(config, ensure_ascii=False, indent=2, default=str)) + "\n"
 
 
 def yaml_escaped(value: str) -> str:
     """``value`` as the inside of a double-quoted YAML string."""
-    inner = json.dumps(value, ensure_ascii=False)[1:-1]
-    # JSON leaves these raw; YAML reads them as line breaks or refuses them.
-    return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", inner)
+    return _yaml_safe(json.dumps(value, ensure_ascii=False)[1:-1])
+
+
+def _yaml_safe(json_text: str) -> str:
+    """JSON leaves these characters raw; YAML reads them as line breaks or refuses them:
+    escaped, as JSON and YAML both read ``\\uXXXX``."""
+    return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", json_text)
 
 
 _UNSAFE = re.compile(r"[\x7f-\x9f\u2028\u2029\ufeff]")
