@@ -21,7 +21,6 @@ import anyio.abc
 
 from .._config.databases import Database
 from .._exceptions import StartupError
-from .commands import replicate_command as replicate_command  # for _primary/service.py
 from .control import ControlClient, ControlError, SyncResult
 from .logs import LitestreamLog
 

@@ -38,9 +38,9 @@ import anyio.abc
 
 from .._config.settings import Settings
 from .._exceptions import StartupError, SyncError
+from .._litestream.commands import replicate_command
 from .._litestream.control import ControlClient
 from .._litestream.logs import LitestreamLog
-from .._litestream.process import replicate_command
 from .._litestream.scrape import LitestreamScrape
 from .._litestream.workdir import CONFIG_NAME, SOCKET_NAME
 from .._locks.workers import Leadership
