@@ -104,10 +104,12 @@ async def test_new_key_files_are_applied_and_bad_ones_are_not(
         assert "is empty; not applied" in caplog.text
         # Both new: applied once.
         files["secret_access_key_file"].write_text("secret-test-2\n")
+        rotated = "credentials rotated (source file); Litestream restarted in"
+        # The new pid shows before the rotation logs its line: wait for the line.
         with anyio.fail_after(5):
-            while supervisor.pid == pid:
+            while rotated not in caplog.text:
                 await anyio.sleep(0.05)
-        assert "credentials rotated (source file); Litestream restarted in" in caplog.text
+        assert supervisor.pid != pid
         second = supervisor.status()["credentials"]
         assert second["source"] == "file" and second["loaded_at"] > first["loaded_at"]
         assert (await http.post("/notes/durable", json={"body": "after"})).status_code == 201
@@ -115,8 +117,9 @@ async def test_new_key_files_are_applied_and_bad_ones_are_not(
         pid = supervisor.pid
         files["secret_access_key_file"].write_text("secret-test-3\n")
         with anyio.fail_after(5):
-            while supervisor.pid == pid:
+            while caplog.text.count(rotated) < 2:
                 await anyio.sleep(0.05)
+        assert supervisor.pid != pid
         assert "only one key file changed" in caplog.text
         assert supervisor.restarts == 0
     assert "secret-test" not in caplog.text
