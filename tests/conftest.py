@@ -17,6 +17,7 @@ import pytest
 
 from tests import s3rver as s3rver_server
 from tests.helpers import S3, free_port, litestream_children
+from tests.iam import IamMoto
 from tests.proxy import Proxy
 
 
@@ -84,6 +85,14 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.terminate()
     server.wait(10)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_iam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamMoto]:
+    """A moto server of its own that checks keys against its IAM (tests/iam.py)."""
+    server = IamMoto(tmp_path_factory.mktemp("moto-iam") / "moto.log")
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_litestream import durable, position_header
-from asgi_litestream._locks.leader_info import LeaseStatus
+from asgi_litestream._locks.leader_info import CredentialsStatus, LeaseStatus
 from asgi_litestream._primary.database_health import DatabaseStatus
 from asgi_litestream._primary.status import StatusSnapshot, VerificationStatus
 from asgi_litestream._state import Role, State
@@ -269,6 +269,6 @@ def status_snapshot(data: dict[str, Any]) -> StatusSnapshot:
         last_errors=tuple(data.get("last_errors") or ()),
         last_flush_ok=data.get("last_flush_ok"), version=data.get("version"),
         verification=verification, lease=LeaseStatus.from_json(data.get("lease")),
-        credentials=data.get("credentials"),
+        credentials=CredentialsStatus.from_json(data.get("credentials")),
         databases=tuple(DatabaseStatus(**{"replica": "", **db, "last_errors": tuple(
             db.get("last_errors") or ())}) for db in data.get("databases") or ()))

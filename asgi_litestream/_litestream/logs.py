@@ -9,7 +9,7 @@ import logging
 import math
 import re
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 logger = logging.getLogger("asgi_litestream")
@@ -85,6 +85,12 @@ class LitestreamLog:
         self.last_errors: deque[str] = deque(maxlen=10)
         self._by_database: OrderedDict[str, deque[str]] = OrderedDict()
         self.changes = 0  # bumped with every kept line
+        self._watchers: list[Callable[[str, int], None]] = []
+
+    def watch(self, on_warning: Callable[[str, int], None]) -> None:
+        """Call ``on_warning(line, pid)`` with every warning or error line from now on
+        (scrubbed), and the pid of the process that wrote it."""
+        self._watchers.append(on_warning)
 
     def add_secrets(self, secrets: Sequence[str]) -> None:
         """Scrub these too from now on (keys rotated in while the app runs)."""
@@ -105,6 +111,8 @@ class LitestreamLog:
         if level >= logging.WARNING:
             self.changes += 1
             self.last_errors.append(message)
+            for on_warning in self._watchers:
+                on_warning(message, pid)
             if database is not None:
                 kept = self._by_database.pop(database, None) or deque(
                     maxlen=_LINES_PER_DATABASE)

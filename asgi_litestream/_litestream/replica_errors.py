@@ -19,7 +19,7 @@ from typing import Any
 
 from .._exceptions import LitestreamError, RestoreError
 
-__all__ = ["ReplicaFailure", "classify", "error_line", "explain"]
+__all__ = ["ReplicaFailure", "classify", "error_line", "explain", "refused_keys"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +50,16 @@ _CREDENTIALS_FIX = (
     "or AWS_PROFILE, or give the pod a role (IRSA, EKS pod identity, ECS task role, "
     "instance profile)")
 
+_UNKNOWN_KEY = "the access key id is not known to the storage"
+_WRONG_SECRET = "the secret access key does not match the access key id"
+_EXPIRED_TOKEN = "the session token is expired or invalid"
+_DENIED = "access denied: the credentials may not use this bucket or path"
+_NO_CREDENTIALS = ("no credentials: none in the options or the environment, no profile, "
+                   "no web identity, container or instance role")
+# The refusals of the keys themselves: what new keys mend (see refused_keys).
+_KEY_CAUSES = frozenset({_UNKNOWN_KEY, _WRONG_SECRET, _EXPIRED_TOKEN, _DENIED,
+                         _NO_CREDENTIALS})
+
 _PERMANENT: tuple[tuple[str, str, str], ...] = (
     (r"NoSuchBucket|specified bucket does not exist|bucket doesn't exist|ContainerNotFound",
      "the bucket does not exist",
@@ -59,28 +69,27 @@ _PERMANENT: tuple[tuple[str, str, str], ...] = (
      "use the bucket's real name (S3: 3-63 lowercase letters, digits, dots and hyphens, "
      "starting and ending with a letter or digit)"),
     (r"InvalidAccessKeyId",
-     "the access key id is not known to the storage",
+     _UNKNOWN_KEY,
      "check the key id (access_key_id, env ASGI_LITESTREAM_ACCESS_KEY_ID, or "
      "AWS_ACCESS_KEY_ID / LITESTREAM_ACCESS_KEY_ID) and that the endpoint is the storage "
      "the key belongs to"),
     (r"SignatureDoesNotMatch",
-     "the secret access key does not match the access key id",
+     _WRONG_SECRET,
      "check the secret (secret_access_key, env ASGI_LITESTREAM_SECRET_ACCESS_KEY, or "
      "AWS_SECRET_ACCESS_KEY / LITESTREAM_SECRET_ACCESS_KEY)"),
     (r"ExpiredToken|InvalidToken|TokenRefreshRequired",
-     "the session token is expired or invalid",
+     _EXPIRED_TOKEN,
      "renew the temporary credentials (AWS_SESSION_TOKEN), or use a role that renews "
      "them itself"),
     (r"AccessDenied|Access Denied|AllAccessDisabled|AuthorizationPermissionMismatch"
      r"|AuthorizationFailure|StatusCode: 403\b|googleapi: Error 403",
-     "access denied: the credentials may not use this bucket or path",
+     _DENIED,
      "grant them s3:ListBucket on the bucket and s3:GetObject, s3:PutObject and "
      "s3:DeleteObject on the path (or the storage's equivalents), or use credentials "
      "that have them"),
     (r"no EC2 IMDS role found|no valid credential sources|NoCredentialProviders"
      r"|Unable to locate credentials|NoCredentialsError",
-     "no credentials: none in the options or the environment, no profile, no web "
-     "identity, container or instance role",
+     _NO_CREDENTIALS,
      _CREDENTIALS_FIX),
     (r"could not find default credentials",
      "no Google Cloud credentials",
@@ -164,6 +173,15 @@ def classify(error: str | BaseException) -> ReplicaFailure:
     return ReplicaFailure(permanent=False, cause="an error not recognised (retried)",
                           fix=_RETRY_FIX, detail=text or "no error text",
                           recognised=False)
+
+
+def refused_keys(text: str) -> ReplicaFailure | None:
+    """The failure when ``text`` (a running Litestream's error line) says the storage
+    refuses the keys themselves: an unknown key id, a wrong secret, an expired token,
+    access denied, no credentials at all. None for anything else (a missing bucket,
+    a cut connection...), which new keys would not mend."""
+    failure = classify(text)
+    return failure if failure.permanent and failure.cause in _KEY_CAUSES else None
 
 
 def error_line(output: str) -> str:

@@ -1,5 +1,6 @@
 """What the leading worker publishes to the others (:class:`LeaderInfo`, in its leader
-lock file, _locks/workers.py), and the lease as the status shows it (:class:`LeaseStatus`).
+lock file, _locks/workers.py), and the lease and the S3 keys as the status shows them
+(:class:`LeaseStatus`, :class:`CredentialsStatus`: never a key).
 
 Both are read back from JSON another process wrote, maybe mid-write or by an older
 version of this library: ``from_json`` never raises. A value of the wrong type reads
@@ -62,6 +63,34 @@ class LeaseStatus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialsStatus:
+    """The S3 keys in use, as the status route shows them: where they came from, when
+    they were loaded, and whether the storage refuses them. Never the keys."""
+
+    source: str  # "option", "file", "environment", "default chain" or "call"
+    loaded_at: str  # ISO 8601
+    rejected_since: str | None = None  # ISO 8601; None: not refused (as far as known)
+    problem: str | None = None  # the refusal in plain words ("the access key id is...")
+
+    @property
+    def rejected(self) -> bool:
+        return self.rejected_since is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "loaded_at": self.loaded_at,
+                "state": "rejected" if self.rejected else "ok",
+                "rejected_since": self.rejected_since, "problem": self.problem}
+
+    @classmethod
+    def from_json(cls, data: object) -> CredentialsStatus | None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("source"), str):
+            return None
+        return cls(source=data["source"], loaded_at=_get(data, "loaded_at", str, ""),
+                   rejected_since=_get(data, "rejected_since", str, None),
+                   problem=_get(data, "problem", str, None))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LeaderInfo:
     """The leading worker as it last told the others: who, in what state, where its
     control socket is, and what its own status route would say of Litestream."""
@@ -81,6 +110,8 @@ class LeaderInfo:
     lease: LeaseStatus | None = None
     lease_owner: str | None = None  # the owner name it holds the lease under
     boot_id: str | None = None  # its kernel's (see lease_heir)
+    # The keys its Litestream runs with: where from, and whether they are refused.
+    credentials: CredentialsStatus | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "state": None if self.state is None else self.state.value,
@@ -90,7 +121,9 @@ class LeaderInfo:
                 "metrics_addr": self.metrics_addr,
                 "verification": None if self.verification is None else dict(self.verification),
                 "lease": None if self.lease is None else self.lease.to_json(),
-                "lease_owner": self.lease_owner, "boot_id": self.boot_id}
+                "lease_owner": self.lease_owner, "boot_id": self.boot_id,
+                "credentials": None if self.credentials is None
+                else self.credentials.to_json()}
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json()).encode()
@@ -119,7 +152,8 @@ class LeaderInfo:
                    verification=verification if isinstance(verification, dict) else None,
                    lease=LeaseStatus.from_json(data.get("lease")),
                    lease_owner=_get(data, "lease_owner", str, None),
-                   boot_id=_get(data, "boot_id", str, None))
+                   boot_id=_get(data, "boot_id", str, None),
+                   credentials=CredentialsStatus.from_json(data.get("credentials")))
 
     def lease_heir(self, boot_id: str | None) -> str | None:
         """The lease owner a successor may take over from at once: this leader's, when

@@ -13,14 +13,21 @@ every health_interval and rotates to their keys once both are readable, non-empt
 new. Kubernetes swaps a Secret's files at once (a symbolic link), but other writers
 may not: a change to only one of the two waits one more check, in case the other is
 on its way; an empty or unreadable file is logged and not applied.
+
+It also hears every warning Litestream logs: when the storage refuses the keys while
+Litestream runs (an unknown key id, a wrong secret, an expired token, access denied),
+the status says ``credentials: rejected`` and since when, health turns unhealthy, and
+one error line names where the keys came from and what to do. Keys that work again
+clear it: a rotation, or the replica moving forward (an SDK that refreshed a web
+identity's token by itself).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
 import anyio
 
@@ -28,6 +35,8 @@ from .._config.secret_files import read_key
 from .._config.settings import Settings
 from .._exceptions import ConfigError, StartupError
 from .._litestream.logs import LitestreamLog
+from .._litestream.replica_errors import ReplicaFailure, refused_keys
+from .._locks.leader_info import CredentialsStatus
 from .._state import State
 from .keeper import Keeper
 
@@ -35,28 +44,87 @@ logger = logging.getLogger("asgi_litestream")
 
 KEY_VARIABLES = ("LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY")
 
+# Where the keys came from → what to do when the storage refuses them.
+_FIXES = {
+    "file": "write working keys into access_key_id_file and secret_access_key_file "
+            "(applied within health_interval, no restart)",
+    "call": "call rotate_credentials() with working keys",
+    "option": "call rotate_credentials() with working keys, or restart with them in "
+              "access_key_id and secret_access_key",
+    "environment": "call rotate_credentials() with working keys, or restart with them "
+                   "in ASGI_LITESTREAM_ACCESS_KEY_ID and ASGI_LITESTREAM_SECRET_ACCESS_KEY",
+    "default chain": "check what the AWS default chain finds here (AWS_* variables, "
+                     "AWS_PROFILE, the web identity token file, the container or "
+                     "instance role) and its permissions on the bucket",
+}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 class Credentials:
     """The S3 keys of one service: their source, when loaded, and their rotation."""
 
     def __init__(self, settings: Settings, *, env: dict[str, str], keeper: Keeper,
-                 log: LitestreamLog) -> None:
+                 log: LitestreamLog, replicated: Callable[[], int] = lambda: 0,
+                 on_change: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.source = settings.credentials_source
         self.loaded_at = datetime.now(timezone.utc)
         self.rotations = 0
         self.last_pause_s: float | None = None  # flush to running again, last rotation
+        self.changes = 0  # bumped when status() would change
+        self.refusal: ReplicaFailure | None = None  # the storage refuses these keys
+        self.refused_since: datetime | None = None
         self._env = env
         self._keeper = keeper
         self._log = log
         self._lock = anyio.Lock()
         self._applied = (settings.access_key_id, settings.secret_access_key)
+        self._replicated = replicated  # the replicas' positions, summed
+        self._replicated_when_refused = 0
+        self._on_change = on_change  # the leader tells the standbys
+        log.watch(self._heard)
 
-    def to_json(self) -> dict[str, Any]:
-        """The status's ``credentials``: where from and when, never the keys."""
-        return {"source": self.source,
-                "loaded_at": self.loaded_at.isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z")}
+    def status(self) -> CredentialsStatus:
+        """The status's ``credentials``: where from, when, refused or not; no key."""
+        return CredentialsStatus(
+            source=self.source, loaded_at=_iso(self.loaded_at),
+            rejected_since=None if self.refused_since is None else _iso(self.refused_since),
+            problem=None if self.refusal is None else self.refusal.cause)
+
+    def _heard(self, line: str, pid: int) -> None:
+        """A warning from Litestream: does the storage refuse the keys? Only the
+        running child's lines count, not those of one stopping for a rotation."""
+        child = self._keeper.child
+        if self.refusal is not None or child is None or child.pid != pid:
+            return
+        refusal = refused_keys(line)
+        if refusal is None:
+            return
+        self.refusal, self.refused_since = refusal, datetime.now(timezone.utc)
+        self._replicated_when_refused = self._replicated()
+        self.changes += 1
+        self._on_change()
+        logger.error("litestream %r: the replica refuses the S3 keys in use (source %s): "
+                     "%s; nothing replicates until they work. Fix: %s",
+                     self.settings.name, self.source, refusal.cause,
+                     _FIXES.get(self.source, _FIXES["call"]))
+
+    def after_poll(self) -> None:
+        """After each health poll: refused keys that replicate again are fine (a web
+        identity's token the SDK renewed, permissions granted back)."""
+        if self.refusal is not None and self._replicated() > self._replicated_when_refused:
+            logger.info("litestream %r: the replica accepts the S3 keys again; "
+                        "replicating", self.settings.name)
+            self._accepted()
+
+    def _accepted(self) -> None:
+        if self.refusal is not None:
+            self.refusal = self.refused_since = None
+            self.changes += 1
+            self._on_change()
 
     async def rotate(self, access_key_id: str, secret_access_key: str, *,
                      source: str = "call") -> None:
@@ -75,7 +143,7 @@ class Credentials:
             self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
             self.rotations += 1
-            took = await self._restart()
+            took = await self._restart(refused=self.refusal is not None)
             if took is None:
                 logger.info("litestream %r: credentials rotated (source %s); Litestream "
                             "does not run in this worker: it starts with them",
@@ -84,26 +152,34 @@ class Credentials:
                 logger.info("litestream %r: credentials rotated (source %s); Litestream "
                             "restarted in %d ms", self.settings.name, source, took * 1000)
 
-    async def _restart(self) -> float | None:
+    async def _restart(self, *, refused: bool) -> float | None:
         """Flush, stop and start Litestream again (with the keeper's environment, which
         now holds the new keys); the seconds that took, or None when it was not
-        running here (a standby, or down: it starts with them)."""
+        running here (a standby, or down: it starts with them). When the old keys were
+        ``refused``, nothing can be flushed with them: no flush, and no final sync
+        (Litestream would retry it until stop_timeout); the new one ships the rest."""
         keeper, settings = self._keeper, self.settings
         async with keeper.lock:
             child = keeper.child
             if child is None or keeper.closing:
+                self._accepted()  # judged afresh by the Litestream that starts with them
                 return None
             began = time.monotonic()
             # Durable waits see "restarting" and wait for the new one.
             keeper.set_state(State.RESTARTING)
             with anyio.CancelScope(shield=True):  # never leave it half-restarted
-                if not await child.flush(settings.databases, settings.flush_timeout):
+                if refused:
+                    logger.info("litestream %r: the old keys were refused: no flush with "
+                                "them; the new Litestream ships what is committed",
+                                settings.name)
+                elif not await child.flush(settings.databases, settings.flush_timeout):
                     logger.warning("litestream %r: the flush before the rotation did not "
                                    "reach every replica (the old keys may be revoked "
                                    "already); the new Litestream ships the rest",
                                    settings.name)
                 keeper.child = None  # keep_alive: this exit is no crash
-                await child.aclose(grace=settings.stop_timeout)
+                self._accepted()  # the old one's lines no longer count (see _heard)
+                await child.aclose(grace=0 if refused else settings.stop_timeout)
                 try:
                     await keeper.spawn()
                 except StartupError:

@@ -5,6 +5,7 @@ durable sync through it, and where its metrics are."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -40,14 +41,16 @@ class Replicating:
             return self.election.leader_ok
         return self.keeper.state is State.RUNNING
 
-    async def poll_health(self) -> None:
-        """The service's task: refresh the positions every health_interval."""
+    async def poll_health(self, *, after_poll: Callable[[], None] = lambda: None) -> None:
+        """The service's task: refresh the positions every health_interval (then
+        ``after_poll``)."""
         # The first poll runs at once, beside the app's own startup rather than
         # before it: positions appear within milliseconds of readiness.
         while not self.keeper.closing:
             await self.refresh_health()
             if self.election.role is Role.LEADER and self.running:
                 self.health.log_changes(time.time())  # standbys would repeat it
+                after_poll()
             await anyio.sleep(self.settings.health_interval)
 
     async def refresh_health(self) -> None:

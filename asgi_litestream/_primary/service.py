@@ -27,6 +27,7 @@ properties and status(), a frozen StatusSnapshot (_primary/status.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -86,8 +87,10 @@ class ReplicationService:
                              leading=lambda: self.role is Role.LEADER, on_change=self._publish,
                              on_position=lambda path, result: self.health.note_position(
                                  path, result.txid, result.replicated_txid))
-        self.credentials = Credentials(settings, env=self._env, keeper=self.keeper,
-                                       log=self.log)
+        self.credentials = Credentials(
+            settings, env=self._env, keeper=self.keeper, log=self.log,
+            replicated=lambda: sum(h.replicated_txid or 0 for h in self.health.databases),
+            on_change=self._publish)
         self.verifying = LazyVerifier(
             name=settings.name, binary=binary, config_path=self.config_path,
             databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
@@ -195,7 +198,8 @@ class ReplicationService:
         """The tasks that run while the app does; cancelled before the final flush."""
         task_group.start_soon(self.keeper.keep_alive)
         task_group.start_soon(self.joining.watch_leader)
-        task_group.start_soon(self.replicating.poll_health)
+        task_group.start_soon(functools.partial(self.replicating.poll_health,
+                                                after_poll=self.credentials.after_poll))
         if self.settings.access_key_id_file is not None:
             task_group.start_soon(self.credentials.watch_files)
         if self.settings.metrics_path is not None:
@@ -269,12 +273,13 @@ class ReplicationService:
         return status_of(name=self.settings.name, running=self.running, keeper=self.keeper,
                          election=self.election, health=self.health, log=self.log,
                          verified=self.verifying.last, lease=self.lease,
-                         credentials=self.credentials.to_json())
+                         credentials=self.credentials.status())
 
     def status_key(self) -> tuple[object, ...]:
         """Changes whenever status() would (the routes reuse their rendered body)."""
         return status_key(running=self.running, keeper=self.keeper, election=self.election,
-                          health=self.health, log=self.log, lease=self.lease)
+                          health=self.health, log=self.log, lease=self.lease,
+                          credentials=self.credentials.changes)
 
     def facts(self) -> ServiceFacts:
         """This worker's own counters, for the app and the metrics route."""
@@ -302,4 +307,4 @@ class ReplicationService:
             self.leadership.publish(leader_info_of(
                 name=self.settings.name, keeper=self.keeper, socket=self.control.socket_path,
                 metrics_addr=self.replicating.metrics_addr, verified=self.verifying.last,
-                lease=self.lease))
+                lease=self.lease, credentials=self.credentials.status()))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._litestream.logs import LitestreamLog
-from .._locks.leader_info import LeaderInfo, LeaseStatus
+from .._locks.leader_info import CredentialsStatus, LeaderInfo, LeaseStatus
 from .._locks.workers import BOOT_ID
 from .._state import Role, State
 from .database_health import DatabaseStatus
@@ -87,9 +87,9 @@ class StatusSnapshot:
     verification: VerificationStatus | None
     lease: LeaseStatus | None
     databases: tuple[DatabaseStatus, ...]
-    # This worker's S3 keys: where from and when loaded (Credentials.to_json()), never
-    # the keys themselves.
-    credentials: Mapping[str, Any] | None = None
+    # The S3 keys Litestream runs with (the leader's, on a standby): where from, when
+    # loaded, refused or not; never the keys themselves.
+    credentials: CredentialsStatus | None = None
     # The unix time the databases' figures are as of (the last health poll); None: not
     # polled yet. Not in the JSON: the status page reckons its relative times from it.
     as_of: float | None = None
@@ -114,7 +114,7 @@ class StatusSnapshot:
             "version": self.version,
             "verification": None if self.verification is None else self.verification.to_json(),
             "lease": None if self.lease is None else self.lease.to_json(),
-            "credentials": None if self.credentials is None else dict(self.credentials),
+            "credentials": None if self.credentials is None else self.credentials.to_json(),
         }
         if databases:
             out["databases"] = [db.to_json() for db in self.databases]
@@ -147,9 +147,10 @@ class ServiceFacts:
 
 def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
               health: HealthPoller, log: LitestreamLog, verified: Verification | None,
-              lease: LeaseKeeper | None, credentials: Mapping[str, Any] | None = None
+              lease: LeaseKeeper | None, credentials: CredentialsStatus | None = None
               ) -> StatusSnapshot:
-    """The status snapshot of one service, now."""
+    """The status snapshot of one service, now. Keys the replica refuses make it
+    unhealthy at once: nothing replicates, whatever the lag says yet."""
     databases = health.snapshot(log.errors_of, log.changes)
     standby = election.role is Role.STANDBY
     leader = election.leader
@@ -157,6 +158,7 @@ def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
     if standby:
         pid, restarts, exit_code = leader.litestream_pid, leader.restarts, leader.last_exit_code
         version, verification, lease_status = leader.version, leader.verification, leader.lease
+        credentials = leader.credentials or credentials
     else:
         pid = None if child is None else child.pid
         restarts, exit_code, version = keeper.restarts, keeper.last_exit_code, keeper.version
@@ -165,7 +167,8 @@ def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
     return StatusSnapshot(
         name=name, running=running, state=keeper.state, role=election.role,
         leader_pid=leader.pid, worker_pid=os.getpid(),
-        healthy=health.overall() if running else False,
+        healthy=(False if not running or (credentials is not None and credentials.rejected)
+                 else health.overall()),
         pid=pid,
         uptime_s=round(time.monotonic() - child.started_at, 3)
         if running and child is not None else None,
@@ -177,17 +180,19 @@ def status_of(*, name: str, running: bool, keeper: Keeper, election: Election,
 
 
 def status_key(*, running: bool, keeper: Keeper, election: Election, health: HealthPoller,
-               log: LitestreamLog, lease: LeaseKeeper | None) -> tuple[object, ...]:
+               log: LitestreamLog, lease: LeaseKeeper | None, credentials: int = 0
+               ) -> tuple[object, ...]:
     """Changes whenever status_of() would: state, positions, errors, and every 100 ms
     (uptime), so the status route can reuse its rendered body."""
     child = keeper.child
     return (keeper.state, None if child is None else child.pid, keeper.restarts,
             election.role, lease.lease if lease else None, election.leader_ok,
-            health.changes, log.changes, int(time.monotonic() * 10), running)
+            health.changes, log.changes, int(time.monotonic() * 10), running, credentials)
 
 
 def leader_info_of(*, name: str, keeper: Keeper, socket: Path, metrics_addr: str | None,
-                   verified: Verification | None, lease: LeaseKeeper | None) -> LeaderInfo:
+                   verified: Verification | None, lease: LeaseKeeper | None,
+                   credentials: CredentialsStatus | None = None) -> LeaderInfo:
     """What the leading worker publishes to the others: what its status would show."""
     child = keeper.child
     return LeaderInfo(
@@ -196,4 +201,5 @@ def leader_info_of(*, name: str, keeper: Keeper, socket: Path, metrics_addr: str
         version=keeper.version, last_exit_code=keeper.last_exit_code, name=name,
         metrics_addr=metrics_addr, verification=verified.to_json() if verified else None,
         lease=lease.status() if lease else None,
-        lease_owner=lease.store.owner if lease else None, boot_id=BOOT_ID)
+        lease_owner=lease.store.owner if lease else None, boot_id=BOOT_ID,
+        credentials=credentials)

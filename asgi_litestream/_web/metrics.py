@@ -13,6 +13,7 @@ clash with the app's own in a shared registry.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from .._litestream.scrape import MetricsWriter, format_labels, format_value
@@ -129,6 +130,17 @@ def _service_families(out: MetricsWriter, name: dict[str, Any], status: StatusSn
         out.family("asgi_litestream_lease_expires_in_seconds", "gauge",
                    "Seconds until the lease (ours, or the holder's) expires.",
                    [(name, lease.expires_in_s)])
+    credentials = status.credentials
+    if credentials is not None:
+        out.family("asgi_litestream_credentials_rejected", "gauge",
+                   "1 while the replica refuses the S3 keys in use (see the status's "
+                   "credentials).", [(name, credentials.rejected)])
+        out.family("asgi_litestream_credentials_rejected_since_seconds", "gauge",
+                   "Unix time the replica began refusing the S3 keys in use.",
+                   [(name, _unix(credentials.rejected_since))])
+        out.family("asgi_litestream_credentials_loaded_seconds", "gauge",
+                   "Unix time the S3 keys in use were loaded (a rotation sets it).",
+                   [(name, _unix(credentials.loaded_at))])
     verification = status.verification
     out.family("asgi_litestream_verification_ok", "gauge",
                "Whether the last verification of the backup passed.",
@@ -167,3 +179,13 @@ def _histogram(out: MetricsWriter, name: dict[str, Any], sync: SyncStats) -> Non
                   f"{metric}_count{format_labels(name)} {sync.callers}"]
 
 
+
+
+def _unix(iso: str | None) -> float | None:
+    """An ISO 8601 time of the status (``...Z``) as unix seconds; None for none."""
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

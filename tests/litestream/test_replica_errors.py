@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_litestream._litestream.replica_errors import classify, error_line
+from asgi_litestream._litestream.replica_errors import classify, error_line, refused_keys
 
 _S3 = "Error: operation error S3: ListObjectsV2, https response error StatusCode: "
 _IDS = "RequestID: OmNXb0TQ4Lp9G5V9, HostID: 9Gjjt1m+cjU4OPvX9O9/8Ru=, "
@@ -145,3 +145,23 @@ def test_error_line_keeps_the_error_and_its_continuation() -> None:
         "Attempted credentials:; EnvironmentCredential: missing AZURE_TENANT_ID")
     assert error_line("one\ntwo\n") == "two"
     assert error_line("  \n") == ""
+
+
+@pytest.mark.parametrize("text", [
+    "api error InvalidAccessKeyId: The AWS Access Key Id you provided does not exist",
+    "api error SignatureDoesNotMatch: The request signature we calculated does not match",
+    "api error ExpiredToken: The provided token has expired.",
+    "https response error StatusCode: 403, api error AccessDenied: Access Denied",
+])
+def test_refusals_of_the_keys_are_what_new_keys_mend(text: str) -> None:
+    found = refused_keys(text)
+    assert found is not None and found.permanent
+
+
+@pytest.mark.parametrize("text", [
+    "api error NoSuchBucket: The specified bucket does not exist",
+    "dial tcp 127.0.0.1:9: connect: connection refused",
+    "something nobody has seen",
+])
+def test_other_failures_are_not_refused_keys(text: str) -> None:
+    assert refused_keys(text) is None
