@@ -319,8 +319,8 @@ async def _by_call(ctx: Context, s3: S3, rotations: int) -> list[Figure]:
             Figure(name=f"{label}: durable write overlapping a swap, p50",
                    value=_ms(during, 0.5), unit="ms",
                    detail=f"n={len(during)}: in flight at some moment of a "
-                          f"rotate_credentials call; the last of each swap's answered "
-                          f"{spread(tails)} after the call returned"),
+                          f"rotate_credentials call; the last write each swap caught was "
+                          f"answered after the call returned: {spread(tails)}"),
             Figure(name=f"{label}: durable write overlapping a swap, p99",
                    value=_ms(during, 0.99), unit="ms"),
             Figure(name=f"{label}: durable write overlapping a swap, max",
