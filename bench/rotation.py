@@ -52,12 +52,10 @@ T = TypeVar("T")
 
 
 def _rotation(supervisor: Any) -> dict[str, Any]:
-    """The last rotation as the service recorded it. ``last_pause_s`` and the count are
-    not on the public Supervisor: read from its service's Credentials, as
-    tests/integration/test_rotate_credentials.py does."""
-    credentials = supervisor._service.credentials
-    return {"rotations": credentials.rotations, "pause_s": credentials.last_pause_s,
-            "source": credentials.source, "state": supervisor.state.value,
+    """The last rotation as the status records it (``credentials``)."""
+    credentials = supervisor.status()["credentials"]
+    return {"rotations": credentials["rotations"], "pause_s": credentials["last_pause_s"],
+            "source": credentials["source"], "state": supervisor.state.value,
             "pid": supervisor.pid, "restarts": supervisor.restarts}
 
 
@@ -397,7 +395,7 @@ async def _by_files(ctx: Context, s3: S3, rotations: int) -> list[Figure]:
     {WARMUP + STEADY:g} s, `POST /rotate` calls `supervisor.rotate_credentials(...)` with new
     keys, 5 times 1 s apart (2 with `--quick`), then 1 s more of writes. The pause is the
     library's own record of each rotation (`last_pause_s`: from the flush to Litestream
-    running again; read from the service, it is not public). A write overlaps a swap when
+    running again; the status's `credentials.last_pause_s`). A write overlaps a swap when
     it was in flight at any moment of a `rotate_credentials` call (the server reports the
     call's start and end on CLOCK_MONOTONIC, the clock the clients time with); the others,
     after the first {WARMUP:g} s, are the steady state. Latencies are the clients' (request

@@ -71,6 +71,8 @@ class CredentialsStatus:
     loaded_at: str  # ISO 8601
     rejected_since: str | None = None  # ISO 8601; None: not refused (as far as known)
     problem: str | None = None  # the refusal in plain words ("the access key id is...")
+    rotations: int = 0  # since startup
+    last_pause_s: float | None = None  # the last rotation: flush to running again
 
     @property
     def rejected(self) -> bool:
@@ -79,7 +81,8 @@ class CredentialsStatus:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "loaded_at": self.loaded_at,
                 "state": "rejected" if self.rejected else "ok",
-                "rejected_since": self.rejected_since, "problem": self.problem}
+                "rejected_since": self.rejected_since, "problem": self.problem,
+                "rotations": self.rotations, "last_pause_s": self.last_pause_s}
 
     @classmethod
     def from_json(cls, data: object) -> CredentialsStatus | None:
@@ -87,7 +90,9 @@ class CredentialsStatus:
             return None
         return cls(source=data["source"], loaded_at=_get(data, "loaded_at", str, ""),
                    rejected_since=_get(data, "rejected_since", str, None),
-                   problem=_get(data, "problem", str, None))
+                   problem=_get(data, "problem", str, None),
+                   rotations=_get(data, "rotations", int, 0),
+                   last_pause_s=_get(data, "last_pause_s", (int, float), None))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -92,7 +92,9 @@ class Credentials:
         return CredentialsStatus(
             source=self.source, loaded_at=_iso(self.loaded_at),
             rejected_since=None if self.refused_since is None else _iso(self.refused_since),
-            problem=None if self.refusal is None else self.refusal.cause)
+            problem=None if self.refusal is None else self.refusal.cause,
+            rotations=self.rotations,
+            last_pause_s=None if self.last_pause_s is None else round(self.last_pause_s, 3))
 
     def _heard(self, line: str, pid: int) -> None:
         """A warning from Litestream: does the storage refuse the keys? Only the

@@ -141,6 +141,12 @@ def _service_families(out: MetricsWriter, name: dict[str, Any], status: StatusSn
         out.family("asgi_litestream_credentials_loaded_seconds", "gauge",
                    "Unix time the S3 keys in use were loaded (a rotation sets it).",
                    [(name, _unix(credentials.loaded_at))])
+        out.family("asgi_litestream_credentials_rotations_total", "counter",
+                   "Rotations of the S3 keys since startup (each restarts Litestream once; "
+                   "not counted in restarts).", [(name, credentials.rotations)])
+        out.family("asgi_litestream_credentials_last_rotation_pause_seconds", "gauge",
+                   "The last rotation's pause in replication: flush to running again.",
+                   [(name, credentials.last_pause_s)])
     verification = status.verification
     out.family("asgi_litestream_verification_ok", "gauge",
                "Whether the last verification of the backup passed.",

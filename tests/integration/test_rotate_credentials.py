@@ -59,7 +59,7 @@ async def test_rotation_under_durable_writes_loses_nothing_and_restarts_once(
                 else:
                     await supervisor.rotate_credentials(access_key_id=f"AKIA-TEST-{n}",
                                                         secret_access_key=f"secret-test-{n}")
-                pauses.append(supervisor._service.credentials.last_pause_s)
+                pauses.append(supervisor.status()["credentials"]["last_pause_s"])
                 pids.append(supervisor.pid)
             await anyio.sleep(0.5)
             writing = False

@@ -44,7 +44,8 @@ def test_credentials_json_names_the_source_and_a_utc_time(tmp_path: Path) -> Non
     """source, loaded_at (ISO 8601, Z), state, rejected_since, problem: never a key."""
     found = credentials(tmp_path, access_key_id="AKIA-TEST-1",
                         secret_access_key="sec-1")[0].status().to_json()
-    assert set(found) == {"source", "loaded_at", "state", "rejected_since", "problem"}
+    assert set(found) == {"source", "loaded_at", "state", "rejected_since", "problem",
+                          "rotations", "last_pause_s"}
     assert found["source"] == "option" and found["state"] == "ok"
     assert found["loaded_at"].endswith("Z") and "T" in found["loaded_at"]
     assert "AKIA-TEST-1" not in str(found) and "sec-1" not in str(found)
