@@ -22,6 +22,8 @@ logger = logging.getLogger("asgi_litestream")
 
 FILE_OPTIONS = {"access_key_id": "access_key_id_file",
                 "secret_access_key": "secret_access_key_file"}
+# Where Litestream reads the keys (its child's environment only, never its config file).
+KEY_VARIABLES = ("LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY")
 # Where the keys came from, as the status shows it.
 SOURCES = ("option", "file", "environment", "default chain")
 
@@ -39,6 +41,17 @@ def read_key(path: Path) -> tuple[str | None, str]:
     if not text.strip():
         return None, "is empty"
     return text, ""
+
+
+def check_keys(access_key_id: object, secret_access_key: object) -> tuple[str, str]:
+    """The keys handed to a rotation; ConfigError for one that is not a non-empty
+    string (the secret never shown)."""
+    for option, value in (("access_key_id", access_key_id),
+                          ("secret_access_key", secret_access_key)):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(option, "***" if option.startswith("secret") else value,
+                              "must be a non-empty string", "pass the new key")
+    return str(access_key_id), str(secret_access_key)
 
 
 def _path(option: str, value: Any) -> Path | None:
