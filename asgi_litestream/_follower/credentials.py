@@ -1,8 +1,10 @@
 """A read replica's S3 keys, rotated without a restart of the app, as a primary's are
-(_primary/credentials.py): where they came from and when (the status shows both, never
-the keys), and their rotation: ``rotate()`` hands every follower the new keys (its
-`restore -f` and its probes) and starts its `restore -f` again with them, once;
-``watch_files()`` (with key files) does it when both files hold new keys.
+(_primary/credentials.py).
+
+Where they came from and when (the status shows both, never the keys), and their
+rotation: ``rotate()`` hands every follower the new keys (its `restore -f` and its
+probes) and starts its `restore -f` again with them, once; ``watch_files()`` (with key
+files) does it when both files hold new keys.
 
 A follower writes nothing, so nothing is flushed first; its copy stays in place and is
 read meanwhile. Litestream 0.5.17 seldom resumes over a copy, so the new `restore -f`

@@ -157,7 +157,8 @@ class Follower(Progress):
     async def probe(self) -> None:
         """Ask the replica for its head once and update the lag."""
         try:
-            head = await probe_head(self.binary, self.database, self._env,
+            # A copy: the listing may run in a thread while use_env adds keys to ours.
+            head = await probe_head(self.binary, self.database, dict(self._env),
                                     config_path=self._config_path,
                                     timeout=self.probe_timeout, secrets=self._secrets)
         except (OSError, TimeoutError, PositionError) as exc:
