@@ -58,13 +58,10 @@ async def stop_litestream(name: str = "litestream") -> bool:
 async def rotate_credentials(name: str = "litestream", *, access_key_id: str,
                              secret_access_key: str) -> None:
     """Use new S3 keys from now on: Litestream is flushed and restarted with them (the
-    app stays up; durable waits wait meanwhile). See Supervisor.rotate_credentials."""
-    supervisor = get_supervisor(name)
-    if not isinstance(supervisor, Supervisor):
-        raise ConfigError("role", "follower", "a read replica's keys do not rotate yet",
-                          "restart the follower with its new keys")
-    await supervisor.rotate_credentials(access_key_id=access_key_id,
-                                        secret_access_key=secret_access_key)
+    app stays up; durable waits wait meanwhile); on a read replica, each follower's
+    `restore -f`. See Supervisor.rotate_credentials and ReadReplica.rotate_credentials."""
+    await get_supervisor(name).rotate_credentials(access_key_id=access_key_id,
+                                                  secret_access_key=secret_access_key)
 
 
 def status(name: str = "litestream") -> Literal["running", "down"]:

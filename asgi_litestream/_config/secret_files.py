@@ -3,21 +3,27 @@
 ``access_key_id_file`` / ``secret_access_key_file`` name two files; each holds one key,
 maybe followed by one newline. They are read at startup (a missing, unreadable or empty
 file stops it, naming the file and the fix) and, while the app runs, again and again by
-the service's watcher (_primary/credentials.py), which reads them with :func:`read_key`
-and never raises.
+:func:`watch_key_files` (a primary's and a read replica's alike), which never raises.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import ConfigError
+import anyio
+
+from .._exceptions import ConfigError, StartupError
+
+logger = logging.getLogger("asgi_litestream")
 
 FILE_OPTIONS = {"access_key_id": "access_key_id_file",
                 "secret_access_key": "secret_access_key_file"}
+# Where Litestream reads the keys (its child's environment only, never its config file).
+KEY_VARIABLES = ("LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY")
 # Where the keys came from, as the status shows it.
 SOURCES = ("option", "file", "environment", "default chain")
 
@@ -35,6 +41,17 @@ def read_key(path: Path) -> tuple[str | None, str]:
     if not text.strip():
         return None, "is empty"
     return text, ""
+
+
+def check_keys(access_key_id: object, secret_access_key: object) -> tuple[str, str]:
+    """The keys handed to a rotation; ConfigError for one that is not a non-empty
+    string (the secret never shown)."""
+    for option, value in (("access_key_id", access_key_id),
+                          ("secret_access_key", secret_access_key)):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(option, "***" if option.startswith("secret") else value,
+                              "must be a non-empty string", "pass the new key")
+    return str(access_key_id), str(secret_access_key)
 
 
 def _path(option: str, value: Any) -> Path | None:
@@ -78,3 +95,67 @@ def keys_from_files(values: dict[str, Any], given: Mapping[str, Any],
                               f"ASGI_LITESTREAM_{option.upper()}")
         values[key] = text
     return "file"
+
+
+Keys = tuple[str, str]  # (access key id, secret access key)
+
+
+class KeyFileWatch:
+    """What one look at the two key files calls for: the keys to rotate to once both
+    are readable, non-empty and new. Kubernetes swaps a Secret's files at once (a
+    symbolic link), but other writers may not: a change to one only waits one more
+    look, in case the other is on its way; an empty or unreadable file is logged (once
+    per problem, not at every look) and not applied."""
+
+    def __init__(self, paths: tuple[Path, Path], *, name: str) -> None:
+        self.paths = paths
+        self._name = name
+        self._pending: Keys | None = None
+        self._complaint = ""
+
+    def look(self, applied: tuple[str | None, str | None]) -> Keys | None:
+        """Read both files: the keys to rotate to now, or None to keep ``applied``."""
+        (key_id, why_id), (secret, why_secret) = map(read_key, self.paths)
+        if key_id is None or secret is None:
+            problem = (f"{self.paths[0]} {why_id}" if key_id is None
+                       else f"{self.paths[1]} {why_secret}")
+            if problem != self._complaint:
+                logger.warning("litestream %r: key file %s; not applied: the keys in use "
+                               "stay", self._name, problem)
+            self._complaint = problem
+            return None
+        self._complaint, found = "", (key_id, secret)
+        if found == applied:
+            self._pending = None
+            return None
+        half = found[0] == applied[0] or found[1] == applied[1]
+        if half and found != self._pending:
+            self._pending = found  # the other file may be on its way: one more look
+            logger.info("litestream %r: only one key file changed; applying it at the "
+                        "next check unless the other changes too", self._name)
+            return None
+        self._pending = None
+        return found
+
+
+async def watch_key_files(
+    paths: tuple[Path | None, Path | None], *, name: str, interval: float,
+    applied: Callable[[], tuple[str | None, str | None]],
+    rotate: Callable[[str, str], Awaitable[object]], stopped: Callable[[], bool],
+) -> None:
+    """Look at the key files every ``interval`` s until ``stopped()``, and ``rotate``
+    to their keys when :class:`KeyFileWatch` says so (``applied()``: the keys in use,
+    whoever put them there). A failed rotation is logged; the next change is tried."""
+    if paths[0] is None or paths[1] is None:
+        return
+    watch = KeyFileWatch((paths[0], paths[1]), name=name)
+    while not stopped():
+        await anyio.sleep(interval)
+        found = watch.look(applied())
+        if found is None:
+            continue
+        try:
+            await rotate(*found)
+        except (ConfigError, StartupError) as exc:
+            logger.error("litestream %r: rotation to the key files' keys failed: %s",
+                         name, exc)

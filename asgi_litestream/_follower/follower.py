@@ -9,6 +9,10 @@ old one is still read, and renames it over the old one (Litestream keeps followi
 renamed file). Connections opened before read the old file until closed: open one per
 request, or reopen when the status' ``generation`` changes. One follower per copy.
 
+New S3 keys (:meth:`Follower.use_env`) need a new `restore -f`: the running one is
+stopped and started again at once, with them, as a restart is, but neither counted nor
+backed off; the copy stays in place (and is read) until a fresh one replaces it.
+
 Reading the copy (locks, WAL mode, page cache) is in ``_follower/copy.py``, how far it
 trails its replica in ``_follower/lag.py``, what the app sees of a follower (ready,
 position, waits, status) in ``_follower/progress.py``, one `restore -f` process in
@@ -96,6 +100,8 @@ class Follower(Progress):
         self._finished: anyio.Event | None = None
         self._resume_refused = False
         self._fresh = False  # the next run restores a fresh copy beside the old one
+        self._stop: anyio.Event | None = None  # set: stop the running `restore -f`
+        self._spawned: anyio.Event | None = None  # set once the next one is spawned
         self._label = f"litestream {name!r}:"
         # Told after a fresh copy replaced the old file: connections opened before
         # still read the old, deleted file (the middleware disposes the app's pools).
@@ -130,10 +136,29 @@ class Follower(Progress):
             with anyio.move_on_after(self.grace + 2 * REAP_LIMIT):
                 await self._finished.wait()
 
+    async def use_env(self, variables: Mapping[str, str], *,
+                      secrets: Sequence[str] = ()) -> bool:
+        """Follow with these environment variables (new S3 keys) from now on, and scrub
+        ``secrets`` too. A running `restore -f` is stopped and started again with them;
+        True once the new one is spawned. False: none was running (the next one, and
+        the next probe, start with them)."""
+        self._env.update(variables)
+        self._secrets = tuple(dict.fromkeys((*self._secrets, *secrets)))
+        stop = self._stop
+        if stop is None:
+            return False
+        spawned = self._spawned = anyio.Event()
+        stop.set()
+        # Bounded: stopping takes at most grace and a reap; a new one starts at once.
+        with anyio.move_on_after(self.grace + 2 * REAP_LIMIT):
+            await spawned.wait()
+        return spawned.is_set()
+
     async def probe(self) -> None:
         """Ask the replica for its head once and update the lag."""
         try:
-            head = await probe_head(self.binary, self.database, self._env,
+            # A copy: the listing may run in a thread while use_env adds keys to ours.
+            head = await probe_head(self.binary, self.database, dict(self._env),
                                     config_path=self._config_path,
                                     timeout=self.probe_timeout, secrets=self._secrets)
         except (OSError, TimeoutError, PositionError) as exc:
@@ -158,7 +183,8 @@ class Follower(Progress):
 
     async def _follow_once(self, restart: bool) -> Exited | None:
         """`restore -f` until it exits unasked: restored afresh whenever it cannot
-        resume, looked at again while the replica is empty (neither is an exit)."""
+        resume, started again when asked (use_env), looked at again while the replica
+        is empty (none of these is an exit)."""
         if restart:
             self.restarts += 1
             self._fresh = self._resume_refused or not self.path.exists()
@@ -175,6 +201,9 @@ class Follower(Progress):
                             "beside it; the old copy is read until it is replaced",
                             self._label, self.path, attempt.refused)
                 self._resume_refused = self._fresh = True
+                continue
+            if attempt.restarted:  # asked for (use_env): no crash
+                self._fresh = self._resume_refused or not self.path.exists()
                 continue
             if not attempt.empty:
                 break
@@ -224,20 +253,26 @@ class Follower(Progress):
 
         def spawned(process: anyio.abc.Process) -> None:
             self._process = process
+            if self._spawned is not None:
+                self._spawned.set()
+                self._spawned = None
 
         def overdue() -> None:
             logger.warning("litestream %r: the follower of %s did not stop within %gs; "
                            "killing it", self.name, self.path, self.grace)
 
+        stop = self._stop = anyio.Event()
         try:
             await follow_once(command, attempt, env=self._env, grace=self.grace,
                               log=self._log, secrets=self._secrets, on_spawn=spawned,
                               on_entered=self._entered, on_applied=self._applied,
-                              on_warning=self._warned, on_overdue=overdue)
+                              on_warning=self._warned, on_overdue=overdue, stop=stop)
         except OSError as exc:
             attempt.final_error = f"could not start {command[0]}: {exc}"
             return attempt
         finally:
+            self._stop = None
+            attempt.restarted = stop.is_set()
             if fresh and attempt.published:
                 # Its position moves beside the copy, where a resume looks for it.
                 _replace_if_exists(_txid_path(self._temp), _txid_path(self.path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class FollowerSet:
         on_update: Callable[[Path], Awaitable[None]] | None = None,
     ) -> None:
         self.max_lag = max_lag
+        self.log = log
         self.followers = tuple(
             Follower(binary, db, env=env, log=log, name=name, config_path=config_path,
                      policy=policy() if policy else None, interval=interval,
@@ -42,6 +43,7 @@ class FollowerSet:
             for db in databases)
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
+        self._beside: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     @classmethod
     def from_settings(
@@ -84,6 +86,27 @@ class FollowerSet:
         raise KeyError(f"{str(wanted)!r} is not followed here; the copies are "
                        f"{', '.join(str(f.path) for f in self.followers)}")
 
+    def run_beside(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``task`` while the followers serve, stopped with them (the key files'
+        watcher). Before :meth:`serve` only."""
+        self._beside.append(task)
+
+    async def use_env(self, variables: Mapping[str, str], *,
+                      secrets: Sequence[str] = ()) -> int:
+        """Every follower with these environment variables (new S3 keys) from now on,
+        ``secrets`` scrubbed from their lines: each running `restore -f` is started
+        again with them, all at once. How many were."""
+        self.log.add_secrets(secrets)
+        restarted: list[bool] = []
+
+        async def one(follower: Follower) -> None:
+            restarted.append(await follower.use_env(variables, secrets=secrets))
+
+        async with anyio.create_task_group() as task_group:
+            for follower in self.followers:
+                task_group.start_soon(one, follower)
+        return sum(restarted)
+
     async def wait_for(self, path: str | os.PathLike[str], txid: int, timeout: float) -> bool:
         """True once the copy at ``path`` holds ``txid``; False after ``timeout`` s."""
         return await self.follower(path).wait_for(txid, timeout)
@@ -104,6 +127,8 @@ class FollowerSet:
                 self._scope = task_group.cancel_scope
                 for follower in self.followers:
                     task_group.start_soon(follower.run)
+                for task in self._beside:
+                    task_group.start_soon(task)
                 task_status.started(self)
         finally:
             self._scope = None

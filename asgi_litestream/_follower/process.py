@@ -8,6 +8,7 @@ line is ``_litestream/commands.py``'s, its log lines read by ``_litestream/logs.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -49,6 +50,7 @@ class _Attempt:
     refused: str | None = None  # why it would not resume over the copy
     final_error: str | None = None
     code: int | None = None
+    restarted: bool = False  # stopped on purpose, to start again at once (new keys)
 
 
 def lasting_failure(attempt: _Attempt, *, ever_ready: bool) -> ReplicaFailure | None:
@@ -68,12 +70,14 @@ async def follow_once(
     on_entered: Callable[[_Attempt, int | None], Awaitable[None]],
     on_applied: Callable[[int | None], Awaitable[None]],
     on_warning: Callable[[str], None], on_overdue: Callable[[], None],
+    stop: anyio.Event | None = None,
 ) -> None:
     """Run ``command`` until it exits, its output logged and read into ``attempt``:
     ``on_entered(attempt, txid)`` once it follows, ``on_applied(txid)`` at each update,
     ``on_warning(line)`` at an error line. Cancelled, it is stopped (SIGTERM, SIGKILL
-    past ``grace``: ``on_overdue``) and reaped before this returns. OSError: it could
-    not be started."""
+    past ``grace``: ``on_overdue``) and reaped before this returns; so it is once
+    ``stop`` is set, but then its last lines are still read and handled (a copy being
+    renamed into place is not cut short). OSError: it could not be started."""
     process = await anyio.open_process(
         list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, env=dict(env),
@@ -112,11 +116,25 @@ async def follow_once(
         elif message == "follow: applied updates":
             await on_applied(_hex(record.get("to_txid")))
 
+    async def stop_when_asked(stop: anyio.Event) -> None:
+        # Only signals: it exits as on a SIGTERM of ours ("follow mode stopped"), and
+        # wait() below sees it; cancelled with the task group once it has.
+        await stop.wait()
+        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+            if process.returncode is None:
+                process.terminate()
+            await anyio.sleep(grace)
+            if process.returncode is None:
+                on_overdue()
+                process.kill()
+
     try:
         async with anyio.create_task_group() as task_group:
             pumped = anyio.Event()
             # Always drain: past ~64 KB of unread output Litestream blocks for good.
             task_group.start_soon(pump_lines, process, line, pumped)
+            if stop is not None:
+                task_group.start_soon(stop_when_asked, stop)
             attempt.code = await process.wait()
             with anyio.move_on_after(REAP_LIMIT):
                 await pumped.wait()

@@ -22,6 +22,7 @@ from .._config.settings import Settings
 from .._config.sqlite import dispose_pools
 from .._exceptions import LitestreamError, SyncError
 from .._litestream.scrape import MetricsWriter
+from .credentials import FollowerCredentials
 from .group import FollowerSet
 
 logger = logging.getLogger("asgi_litestream")
@@ -33,13 +34,16 @@ class ReadReplica:
     """The followers of one LitestreamLifespan (``role="follower"``), as the app sees
     them: ``request.state.litestream`` on a follower."""
 
-    __slots__ = ("_followers", "_on_fresh_copy", "_started", "settings")
+    __slots__ = ("_followers", "_on_fresh_copy", "_started", "credentials", "settings")
 
     def __init__(self, settings: Settings, followers: FollowerSet) -> None:
         self.settings = settings
+        self.credentials = FollowerCredentials(settings, followers)
         self._followers = followers
         self._started = time.monotonic()
         self._on_fresh_copy: list[Callable[[Path], Any]] = []
+        if settings.access_key_id_file is not None:
+            followers.run_beside(self.credentials.watch_files)
 
     def on_fresh_copy(self, callback: Callable[[Path], Any]) -> None:
         """Call ``callback(path)`` (sync or async) each time a fresh copy of ``path``
@@ -104,6 +108,14 @@ class ReadReplica:
     async def stop(self) -> bool:
         raise LitestreamError("a follower runs no Litestream to stop (role='follower')")
 
+    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str
+                                 ) -> None:
+        """Use new S3 keys from now on, without restarting the app: each follower's
+        `restore -f` is started again with them (its copy stays in place and is read
+        meanwhile; not counted in ``restarts``). Applies to this process; key files are
+        watched by every follower."""
+        await self.credentials.rotate(access_key_id, secret_access_key)
+
     def status(self) -> dict[str, Any]:
         """The status snapshot: what the status route serves on a follower."""
         databases = self._followers.snapshot(self.settings.max_lag)
@@ -119,6 +131,7 @@ class ReadReplica:
             "worker_pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "restarts": sum(d["restarts"] for d in databases),
+            "credentials": self.credentials.to_json(),
             "databases": databases,
         }
 

@@ -96,6 +96,11 @@ class LitestreamLog:
         """Scrub these too from now on (keys rotated in while the app runs)."""
         self._secrets = tuple(dict.fromkeys((*self._secrets, *secrets)))
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret scrubbed now, rotated-in keys included (for other output)."""
+        return self._secrets
+
     def line(self, raw: bytes, pid: int) -> None:
         text = raw.decode("utf-8", "replace").strip()
         if text:

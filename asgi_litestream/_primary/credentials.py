@@ -24,6 +24,7 @@ identity's token by itself).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 
 import anyio
 
-from .._config.secret_files import read_key
+from .._config.secret_files import watch_key_files
 from .._config.settings import Settings
 from .._exceptions import ConfigError, StartupError
 from .._litestream.logs import LitestreamLog
@@ -198,36 +199,10 @@ class Credentials:
     async def watch_files(self) -> None:
         """The service's task (with key files): rotate to the files' keys when both
         are readable, non-empty and new; a change to one only waits one more check."""
-        paths = (self.settings.access_key_id_file, self.settings.secret_access_key_file)
-        if paths[0] is None or paths[1] is None:
-            return
-        pending: tuple[str, str] | None = None
-        complaint = ""
-        while not self._keeper.closing:
-            await anyio.sleep(self.settings.health_interval)
-            (key_id, why_id), (secret, why_secret) = read_key(paths[0]), read_key(paths[1])
-            if key_id is None or secret is None:
-                problem = (f"{paths[0]} {why_id}" if key_id is None
-                           else f"{paths[1]} {why_secret}")
-                if problem != complaint:  # once per problem, not every check
-                    logger.warning("litestream %r: key file %s; not applied: the keys in "
-                                   "use stay", self.settings.name, problem)
-                complaint = problem
-                continue
-            complaint, found = "", (key_id, secret)
-            if found == self._applied:
-                pending = None
-                continue
-            half = found[0] == self._applied[0] or found[1] == self._applied[1]
-            if half and found != pending:
-                pending = found  # the other file may be on its way: one more check
-                logger.info("litestream %r: only one key file changed; applying it at "
-                            "the next check unless the other changes too",
-                            self.settings.name)
-                continue
-            pending = None
-            try:
-                await self.rotate(*found, source="file")
-            except (ConfigError, StartupError) as exc:
-                logger.error("litestream %r: rotation to the key files' keys failed: %s",
-                             self.settings.name, exc)
+        settings = self.settings
+        await watch_key_files(
+            (settings.access_key_id_file, settings.secret_access_key_file),
+            name=settings.name, interval=settings.health_interval,
+            applied=lambda: self._applied,
+            rotate=functools.partial(self.rotate, source="file"),
+            stopped=lambda: self._keeper.closing)

@@ -94,7 +94,7 @@ class ReplicationService:
         self.verifying = LazyVerifier(
             name=settings.name, binary=binary, config_path=self.config_path,
             databases=settings.databases, env=self._env, timeout=settings.restore_timeout,
-            secrets=settings.secrets(), on_result=self._publish,
+            secrets=lambda: self.log.secrets, on_result=self._publish,
             control=lambda: self.election.control() if self.running else None)
         self.lease: LeaseKeeper | None = None
         if settings.lease:

@@ -176,11 +176,15 @@ def _integrity_check(path: Path) -> str:
 
 class Verifier:
     """Runs verifications for one service, one at a time (each is a full restore), keeps
-    the last result, logs it, and tells ``on_result`` (the leader publishes it)."""
+    the last result, logs it, and tells ``on_result`` (the leader publishes it).
+
+    ``env`` is the service's own environment, read at each run (rotated keys are in
+    it); ``secrets()`` the secrets to scrub now, rotated-in keys included."""
 
     def __init__(self, *, name: str, binary: Path, config_path: Path,
                  databases: Sequence[Database], env: Mapping[str, str], timeout: float,
-                 secrets: Sequence[str], control: Callable[[], ControlClient | None],
+                 secrets: Callable[[], Sequence[str]],
+                 control: Callable[[], ControlClient | None],
                  on_result: Callable[[], None]) -> None:
         self.last: Verification | None = None
         self._name = name
@@ -195,7 +199,7 @@ class Verifier:
         async with self._lock:
             result = await verify(*self._args, control=self._control(),
                                   scratch=self._args[1].parent, timeout=self._timeout,
-                                  secrets=self._secrets)
+                                  secrets=self._secrets())
         self.last = result
         if result.ok:
             logger.info("litestream %r: verified: the replica restores to a sound database "

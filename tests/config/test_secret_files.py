@@ -3,14 +3,16 @@ given to Litestream through its environment only, and every bad file a ConfigErr
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from asgi_litestream import ConfigError, Settings
-from asgi_litestream._config.secret_files import read_key
+from asgi_litestream._config.secret_files import KeyFileWatch, read_key, watch_key_files
 
 
 def key_files(tmp_path: Path, key_id: str = "AKIA-TEST-1\n",
@@ -123,3 +125,85 @@ def test_read_key_says_why_not(tmp_path: Path) -> None:
     assert read_key(tmp_path / "crlf") == ("AKIA-3", "")
     (tmp_path / "blank").write_text("  \n")
     assert read_key(tmp_path / "blank") == (None, "is empty")
+
+
+def watch_of(files: dict[str, Path]) -> KeyFileWatch:
+    return KeyFileWatch((files["access_key_id_file"], files["secret_access_key_file"]),
+                        name="t")
+
+
+def test_the_watch_rotates_to_new_keys_in_both_files(tmp_path: Path) -> None:
+    """Both files new: their keys, at once; the keys in use again: nothing."""
+    watch = watch_of(key_files(tmp_path, "AKIA-2\n", "secret-2\n"))
+    assert watch.look(("AKIA-1", "secret-1")) == ("AKIA-2", "secret-2")
+    assert watch.look(("AKIA-2", "secret-2")) is None
+
+
+def test_the_watch_waits_one_look_when_one_file_changed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Half an update waits one more look (the other file may be on its way); the
+    other file arriving meanwhile is applied at once."""
+    caplog.set_level(logging.INFO, "asgi_litestream")
+    files = key_files(tmp_path, "AKIA-1\n", "secret-2\n")
+    watch = watch_of(files)
+    assert watch.look(("AKIA-1", "secret-1")) is None
+    assert "only one key file changed" in caplog.text
+    assert watch.look(("AKIA-1", "secret-1")) == ("AKIA-1", "secret-2")
+    files["secret_access_key_file"].write_text("secret-3\n")
+    assert watch.look(("AKIA-1", "secret-2")) is None  # half again: a new half
+    files["access_key_id_file"].write_text("AKIA-3\n")
+    assert watch.look(("AKIA-1", "secret-2")) == ("AKIA-3", "secret-3")
+
+
+def test_the_watch_never_applies_a_bad_file_and_says_so_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An empty or missing file: nothing applied, one warning per problem."""
+    files = key_files(tmp_path, "AKIA-2\n", "")
+    watch = watch_of(files)
+    for _ in range(3):
+        assert watch.look(("AKIA-1", "secret-1")) is None
+    assert caplog.text.count("is empty; not applied") == 1
+    files["secret_access_key_file"].unlink()
+    assert watch.look(("AKIA-1", "secret-1")) is None
+    assert caplog.text.count("cannot be read") == 1
+    assert "AKIA-2" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_watch_key_files_rotates_and_survives_a_failed_rotation(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The loop hands new keys to ``rotate``; a rotation that fails is logged and the
+    next change is still applied; it ends once ``stopped()``."""
+    files = key_files(tmp_path, "AKIA-2\n", "secret-2\n")
+    applied: list[tuple[str, str]] = [("AKIA-1", "secret-1")]
+
+    async def rotate(key_id: str, secret: str) -> None:
+        if key_id == "AKIA-2":
+            raise ConfigError("access_key_id", key_id, "is refused", "try another")
+        applied.append((key_id, secret))
+
+    async def change_later() -> None:
+        while "rotation to the key files' keys failed" not in caplog.text:
+            await anyio.sleep(0.01)
+        files["access_key_id_file"].write_text("AKIA-3\n")
+        files["secret_access_key_file"].write_text("secret-3\n")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(change_later)
+            await watch_key_files(
+                (files["access_key_id_file"], files["secret_access_key_file"]), name="t",
+                interval=0.01, applied=lambda: applied[-1], rotate=rotate,
+                stopped=lambda: len(applied) > 1)
+    assert applied[-1] == ("AKIA-3", "secret-3")
+
+
+@pytest.mark.anyio
+async def test_watch_key_files_without_files_returns_at_once() -> None:
+    """No key files: nothing to watch."""
+    async def rotate(key_id: str, secret: str) -> None:
+        raise AssertionError("no rotation without files")
+
+    with anyio.fail_after(1):
+        await watch_key_files((None, None), name="t", interval=10, applied=lambda: (None, None),
+                              rotate=rotate, stopped=lambda: False)

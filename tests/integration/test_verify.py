@@ -119,3 +119,35 @@ async def test_the_cli_verifies_against_the_running_app_then_alone(
                  "--replica-url", f"file://{tmp_path}/replica",
                  env={"ASGI_LITESTREAM_BIN_PATH": str(tmp_path / "no-such-binary")})
     assert broken.returncode == 2, broken.stderr
+
+
+async def test_verify_after_a_rotation_restores_with_the_new_keys(
+    tmp_path: Path, litestream_bin: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After rotate_credentials, verify's `litestream restore` runs with the service's
+    environment as it is now (the new keys: moto does not check them, so this proves
+    what reaches it) and still verifies."""
+    import asgi_litestream._restore.verify as verify_module
+
+    given: list[dict[str, str]] = []
+    run_process = anyio.run_process
+
+    async def spy(command: list[str], **kwargs: object) -> object:
+        if any("verify-" in str(arg) for arg in command):  # verify's; not a listing's
+            given.append(dict(kwargs["env"]))  # type: ignore[call-overload]
+        return await run_process(command, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify_module.anyio, "run_process", spy)
+    db = tmp_path / "app.db"
+    app = LitestreamLifespan(notes_app(db), database=db, replica_url=s3.url(),
+                             access_key_id=s3.access_key_id,
+                             secret_access_key=s3.secret_access_key, bin_path=litestream_bin)
+    async with lifespan(app) as state, client(app, state) as http:
+        await write_rows(http, 5)
+        supervisor = state["litestream"]
+        await supervisor.rotate_credentials(access_key_id="AKIA-ROTATED-V",
+                                            secret_access_key="secret-rotated-v")
+        result = await supervisor.verify()
+    assert result.ok, result.reason
+    assert [(e["LITESTREAM_ACCESS_KEY_ID"], e["LITESTREAM_SECRET_ACCESS_KEY"])
+            for e in given] == [("AKIA-ROTATED-V", "secret-rotated-v")]

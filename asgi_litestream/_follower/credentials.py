@@ -1,0 +1,76 @@
+"""A read replica's S3 keys, rotated without a restart of the app, as a primary's are
+(_primary/credentials.py).
+
+Where they came from and when (the status shows both, never the keys), and their
+rotation: ``rotate()`` hands every follower the new keys (its `restore -f` and its
+probes) and starts its `restore -f` again with them, once; ``watch_files()`` (with key
+files) does it when both files hold new keys.
+
+A follower writes nothing, so nothing is flushed first; its copy stays in place and is
+read meanwhile. Litestream 0.5.17 seldom resumes over a copy, so the new `restore -f`
+usually restores a fresh one beside it and renames it into place (a download of the
+database: the status' ``generation`` moves, as after any restart of a follower).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+
+from .._config.secret_files import KEY_VARIABLES, check_keys, watch_key_files
+from .._config.settings import Settings
+from .group import FollowerSet
+
+logger = logging.getLogger("asgi_litestream")
+
+
+class FollowerCredentials:
+    """The S3 keys of one read replica: their source, when loaded, and their rotation."""
+
+    def __init__(self, settings: Settings, followers: FollowerSet) -> None:
+        self.settings = settings
+        self.source = settings.credentials_source
+        self.loaded_at = datetime.now(timezone.utc)
+        self.rotations = 0
+        self._followers = followers
+        self._lock = anyio.Lock()
+        self._applied = (settings.access_key_id, settings.secret_access_key)
+
+    def to_json(self) -> dict[str, Any]:
+        """The status's ``credentials``: where from and when, never the keys."""
+        return {"source": self.source,
+                "loaded_at": self.loaded_at.isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")}
+
+    async def rotate(self, access_key_id: str, secret_access_key: str, *,
+                     source: str = "call") -> None:
+        """Use these keys from now on: every follower's `restore -f` starts again with
+        them (not counted in ``restarts``). Raises ConfigError for an empty key."""
+        keys = check_keys(access_key_id, secret_access_key)
+        async with self._lock:
+            self._applied = keys
+            self.source, self.loaded_at = source, datetime.now(timezone.utc)
+            self.rotations += 1
+            began = time.monotonic()
+            restarted = await self._followers.use_env(
+                dict(zip(KEY_VARIABLES, keys, strict=True)), secrets=keys)
+            logger.info("litestream %r: credentials rotated (source %s); %d of %d "
+                        "followers started again with them in %d ms", self.settings.name,
+                        source, restarted, len(self._followers.followers),
+                        (time.monotonic() - began) * 1000)
+
+    async def watch_files(self) -> None:
+        """The followers' task (with key files): rotate to the files' keys when both
+        are readable, non-empty and new; a change to one only waits one more check.
+        It ends with the followers."""
+        settings = self.settings
+        await watch_key_files(
+            (settings.access_key_id_file, settings.secret_access_key_file),
+            name=settings.name, interval=settings.health_interval,
+            applied=lambda: self._applied,
+            rotate=functools.partial(self.rotate, source="file"), stopped=lambda: False)
