@@ -144,18 +144,24 @@ async def watch_key_files(
     rotate: Callable[[str, str], Awaitable[object]], stopped: Callable[[], bool],
 ) -> None:
     """Look at the key files every ``interval`` s until ``stopped()``, and ``rotate``
-    to their keys when :class:`KeyFileWatch` says so (``applied()``: the keys in use,
-    whoever put them there). A failed rotation is logged; the next change is tried."""
+    to their keys when :class:`KeyFileWatch` says so. What counts is a change of the
+    files since their keys were last applied (``applied()`` at the start: the keys read
+    from them at startup), not a difference from the keys in use: keys a
+    ``rotate_credentials`` call put in place stay until the files change. A failed
+    rotation is logged and tried again at the next look."""
     if paths[0] is None or paths[1] is None:
         return
     watch = KeyFileWatch((paths[0], paths[1]), name=name)
+    from_files = applied()
     while not stopped():
         await anyio.sleep(interval)
-        found = watch.look(applied())
+        found = watch.look(from_files)
         if found is None:
             continue
         try:
             await rotate(*found)
         except (ConfigError, StartupError) as exc:
-            logger.error("litestream %r: rotation to the key files' keys failed: %s",
-                         name, exc)
+            logger.error("litestream %r: rotation to the key files' keys failed (tried "
+                         "again at the next check): %s", name, exc)
+        else:
+            from_files = found

@@ -24,6 +24,7 @@ import anyio
 
 from .._config.secret_files import KEY_VARIABLES, check_keys, watch_key_files
 from .._config.settings import Settings
+from .._locks.leader_info import CredentialsStatus
 from .group import FollowerSet
 
 logger = logging.getLogger("asgi_litestream")
@@ -42,10 +43,13 @@ class FollowerCredentials:
         self._applied = (settings.access_key_id, settings.secret_access_key)
 
     def to_json(self) -> dict[str, Any]:
-        """The status's ``credentials``: where from and when, never the keys."""
-        return {"source": self.source,
-                "loaded_at": self.loaded_at.isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z")}
+        """The status's ``credentials``, shaped as a primary's: where from, when, the
+        rotations; never the keys. (A follower's refused keys show as its copies
+        falling behind, in ``healthy`` and each database's errors.)"""
+        return CredentialsStatus(
+            source=self.source, rotations=self.rotations,
+            loaded_at=self.loaded_at.isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")).to_json()
 
     async def rotate(self, access_key_id: str, secret_access_key: str, *,
                      source: str = "call") -> None:

@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 
 import anyio
 
-from .._config.secret_files import watch_key_files
+from .._config.secret_files import KEY_VARIABLES, check_keys, watch_key_files
 from .._config.settings import Settings
-from .._exceptions import ConfigError, StartupError
+from .._exceptions import StartupError
 from .._litestream.logs import LitestreamLog
 from .._litestream.replica_errors import ReplicaFailure, refused_keys
 from .._locks.leader_info import CredentialsStatus
@@ -42,8 +42,6 @@ from .._state import State
 from .keeper import Keeper
 
 logger = logging.getLogger("asgi_litestream")
-
-KEY_VARIABLES = ("LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY")
 
 # Where the keys came from → what to do when the storage refuses them.
 _FIXES = {
@@ -134,11 +132,7 @@ class Credentials:
         """Use these keys from now on: in the environment, then in a Litestream
         restarted with them (when it runs here). Raises ConfigError for an empty key,
         StartupError when Litestream does not start again (state ``failed``)."""
-        for option, value in (("access_key_id", access_key_id),
-                              ("secret_access_key", secret_access_key)):
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(option, "***" if option.startswith("secret") else value,
-                                  "must be a non-empty string", "pass the new key")
+        check_keys(access_key_id, secret_access_key)
         async with self._lock:
             self._log.add_secrets([access_key_id, secret_access_key])
             self._env.update(zip(KEY_VARIABLES, (access_key_id, secret_access_key),

@@ -281,6 +281,12 @@ class ReplicationService:
                           health=self.health, log=self.log, lease=self.lease,
                           credentials=self.credentials.changes)
 
+    def litestream_env(self) -> dict[str, str]:
+        return dict(self._env)
+
+    def secrets(self) -> tuple[str, ...]:
+        return self.log.secrets
+
     def facts(self) -> ServiceFacts:
         """This worker's own counters, for the app and the metrics route."""
         return ServiceFacts.of(self.keeper, self.syncs, self.scrape.text)

@@ -20,7 +20,6 @@ import hmac
 import inspect
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -278,8 +277,8 @@ class Routes:
             settings = service.settings
             found = await list_restore_points_within(
                 service.binary, service.config_path, settings.databases,
-                settings.child_env(os.environ), timeout=_POINTS_TIMEOUT,
-                secrets=settings.secrets())
+                service.litestream_env(), timeout=_POINTS_TIMEOUT,
+                secrets=service.secrets())
             points = {str(path): None if listed is None else [
                 {"end": point.created.isoformat().replace("+00:00", "Z"),
                  "min_txid": point.min_txid, "max_txid": point.txid, "size": point.size}

@@ -33,6 +33,15 @@ class ServiceView(Protocol):
 
     def facts(self) -> ServiceFacts: ...
 
+    def litestream_env(self) -> dict[str, str]:
+        """A copy of the environment Litestream runs with now (rotated keys included),
+        for a one-shot command such as the page's listing of restore points."""
+        ...
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret to scrub from output now, rotated-in keys included."""
+        ...
+
     def history(self) -> dict[str, list[tuple[float, float | None]]]:
         """Per listed database: (unix time, replication delay) over the last hour."""
         ...

@@ -207,3 +207,32 @@ async def test_watch_key_files_without_files_returns_at_once() -> None:
     with anyio.fail_after(1):
         await watch_key_files((None, None), name="t", interval=10, applied=lambda: (None, None),
                               rotate=rotate, stopped=lambda: False)
+
+
+@pytest.mark.anyio
+async def test_keys_from_a_call_stay_until_the_files_change(tmp_path: Path) -> None:
+    """rotate_credentials() put other keys in place: the unchanged files do not undo
+    that; a change to the files does apply."""
+    files = key_files(tmp_path, "AKIA-1\n", "secret-1\n")
+    in_use = [("AKIA-1", "secret-1")]
+    rotations: list[tuple[str, str]] = []
+
+    async def rotate(key_id: str, secret: str) -> None:
+        rotations.append((key_id, secret))
+        in_use.append((key_id, secret))
+
+    async def call_then_change_files() -> None:
+        in_use.append(("AKIA-CALL", "secret-call"))  # what a call does
+        await anyio.sleep(0.1)  # ten looks at unchanged files
+        assert rotations == []
+        files["access_key_id_file"].write_text("AKIA-2\n")
+        files["secret_access_key_file"].write_text("secret-2\n")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(call_then_change_files)
+            await watch_key_files(
+                (files["access_key_id_file"], files["secret_access_key_file"]), name="t",
+                interval=0.01, applied=lambda: in_use[0], rotate=rotate,
+                stopped=lambda: bool(rotations))
+    assert rotations == [("AKIA-2", "secret-2")]

@@ -108,7 +108,7 @@ async def test_a_replicas_rotation_refuses_an_empty_key_and_shows_no_key(
     tmp_path: Path,
 ) -> None:
     """FollowerCredentials: an empty key is a ConfigError (nothing changes); a rotation
-    moves source and loaded_at, and the status shows those only."""
+    moves source and loaded_at; the status shows no key."""
     settings = Settings.from_options(environ={}, database=tmp_path / "c0.db",
                                      replica_url="s3://bucket/c0", role="follower",
                                      access_key_id="AKIA-OLD", secret_access_key="sec-old")
@@ -121,5 +121,8 @@ async def test_a_replicas_rotation_refuses_an_empty_key_and_shows_no_key(
     await anyio.sleep(0.002)
     await credentials.rotate("AKIA-NEW", "sec-new")
     second = credentials.to_json()
-    assert set(second) == {"source", "loaded_at"} and second["source"] == "call"
+    assert set(second) == {"source", "loaded_at", "state", "rejected_since", "problem",
+                           "rotations", "last_pause_s"}  # a primary's shape
+    assert second["source"] == "call" and second["rotations"] == 1
+    assert "AKIA-NEW" not in str(second) and "sec-new" not in str(second)
     assert second["loaded_at"] > first["loaded_at"] and credentials.rotations == 1

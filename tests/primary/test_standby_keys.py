@@ -42,5 +42,5 @@ async def test_a_standby_keeps_rotated_keys_for_when_it_leads(
     assert env["LITESTREAM_SECRET_ACCESS_KEY"] == "sec-new"
     assert {"AKIA-NEW", "sec-new"} <= set(log.secrets)
     assert credentials.last_pause_s is None and credentials.rotations == 1
-    assert credentials.to_json()["source"] == "call"
+    assert credentials.status().source == "call"
     assert "does not run in this worker: it starts with them" in caplog.text
