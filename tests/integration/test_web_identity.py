@@ -6,7 +6,8 @@ AWS_CONTAINER_CREDENTIALS_FULL_URI), against moto with its IAM enforced (tests/i
 It refuses a request not signed by keys its IAM or STS handed out, and the keys of a
 session that ran out; sessions here last seconds. So a replica that fills and a lease
 still held after several sessions show that both SDKs used the role and came back for
-new keys. Real Litestream throughout."""
+new keys. And the other way round: keys given win over an AWS pair in the environment,
+which Litestream itself would prefer. Real Litestream throughout."""
 
 from __future__ import annotations
 
@@ -208,3 +209,70 @@ async def test_container_credentials_replicate_and_hold_the_lease(
                        served)
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == written
+
+
+@pytest.mark.anyio
+async def test_keys_given_win_over_keys_in_the_environment(
+        tmp_path: Path, litestream_bin: Path, moto_iam: IamMoto,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Keys given (here access_key_id=) while the environment holds other AWS keys (a
+    revoked pair, say): Litestream and the lease both sign with the keys given.
+    Litestream 0.5.17 prefers AWS_ACCESS_KEY_ID to LITESTREAM_ACCESS_KEY_ID, so the
+    library keeps the environment's pair from it."""
+    caplog.set_level(logging.INFO, "asgi_litestream")
+    user, (given, ambient) = moto_iam.user_with_keys(2)
+    moto_iam.revoke(user, ambient)
+    store = moto_iam.bucket(given)
+    nothing_else_in_the_chain(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ambient.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ambient.secret_access_key)
+    db = tmp_path / "app.db"
+    app = LitestreamLifespan(notes_app(db), database=db, replica_url=store.url(),
+                             bin_path=litestream_bin, lease=True, lease_ttl=3,
+                             health_interval=0.2, access_key_id=given.access_key_id,
+                             secret_access_key=given.secret_access_key)
+    written, status, _ = await write_for(app, seconds=2)
+    assert status["credentials"]["source"] == "option", status["credentials"]
+    assert status["credentials"]["state"] == "ok", status["credentials"]
+    assert status["lease"]["role"] == "holder" and status["healthy"] is True, status
+    assert "refuses the S3 keys" not in caplog.text
+    # The restore too runs with the given keys only (store signs with them).
+    env = {k: v for k, v in store.env().items()
+           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == written
+
+
+@pytest.mark.anyio
+async def test_a_rotation_away_from_the_environments_keys_takes(
+        tmp_path: Path, litestream_bin: Path, moto_iam: IamMoto,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then rotate_credentials to
+    a second pair and the first revoked: the restarted Litestream signs with the
+    second (not the environment's first, which it would prefer), writing goes on."""
+    caplog.set_level(logging.INFO, "asgi_litestream")
+    user, (first, second) = moto_iam.user_with_keys(2)
+    store = moto_iam.bucket(first)
+    nothing_else_in_the_chain(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", first.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", first.secret_access_key)
+    db = tmp_path / "app.db"
+    app = LitestreamLifespan(notes_app(db), database=db, replica_url=store.url(),
+                             bin_path=litestream_bin, health_interval=0.2)
+    async with lifespan(app) as state, client(app, state) as http:
+        supervisor = state["litestream"]
+        assert supervisor.status()["credentials"]["source"] == "environment"
+        assert (await http.post("/notes/durable", json={"body": "before"})).status_code == 201
+        await supervisor.rotate_credentials(access_key_id=second.access_key_id,
+                                            secret_access_key=second.secret_access_key)
+        moto_iam.revoke(user, first)
+        response = await http.post("/notes/durable", json={"body": "after"})
+        assert response.status_code == 201, response.text
+        status = supervisor.status()
+    assert status["credentials"]["state"] == "ok", status["credentials"]
+    assert "refuses the S3 keys" not in caplog.text
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AWS_CA_BUNDLE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(LITESTREAM_ACCESS_KEY_ID=second.access_key_id,
+               LITESTREAM_SECRET_ACCESS_KEY=second.secret_access_key)
+    assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == [
+        "before", "after"]
