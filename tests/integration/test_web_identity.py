@@ -276,3 +276,31 @@ async def test_a_rotation_away_from_the_environments_keys_takes(
                LITESTREAM_SECRET_ACCESS_KEY=second.secret_access_key)
     assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == [
         "before", "after"]
+
+
+@pytest.mark.anyio
+async def test_a_profile_with_a_web_identity_and_sts_endpoint(
+        tmp_path: Path, litestream_bin: Path, moto_iam: IamMoto,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """AWS_PROFILE naming a profile in AWS_CONFIG_FILE that holds the role, the token
+    file and STS's endpoint (a services section): both SDKs read it and trade the
+    token, again as sessions run out."""
+    caplog.set_level(logging.INFO, "asgi_litestream")
+    role = moto_iam.role()
+    store = moto_iam.bucket()
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.a-token-named-by-a-profile.sig")
+    nothing_else_in_the_chain(monkeypatch, tmp_path)
+    config = tmp_path / "aws-config"
+    config.write_text(f"[profile app]\nrole_arn = {role}\n"
+                      f"web_identity_token_file = {token}\nregion = us-east-1\n"
+                      "services = local\n\n"
+                      f"[services local]\nsts =\n  endpoint_url = {moto_iam.endpoint}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "app")
+    app = app_on(tmp_path, litestream_bin, store.url())
+    written, status, _ = await write_for(app, seconds=2 * WEB_IDENTITY_SECONDS + 1)
+    assert_held_on_the_default_chain(status, caplog.text)
+    assert len(moto_iam.sessions(role)) >= 4
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == written
