@@ -126,6 +126,36 @@ async def test_a_web_identity_replicates_and_holds_the_lease(
     assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == written
 
 
+@pytest.mark.anyio
+async def test_litestreams_request_dumps_never_show_the_roles_credentials(
+        tmp_path: Path, litestream_bin: Path, moto_iam: IamMoto,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """LITESTREAM_S3_DEBUG dumps every request and answer of Litestream's AWS SDK, the
+    web identity token, STS's answer and each request's X-Amz-Security-Token among
+    them: values nobody gave the library. The lines it passes on hide them."""
+    caplog.set_level(logging.DEBUG, "asgi_litestream")
+    role = moto_iam.role()
+    store = moto_iam.bucket()
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.a-projected-service-account-token.sig")
+    nothing_else_in_the_chain(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ROLE_ARN", role)
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_iam.endpoint)
+    monkeypatch.setenv("LITESTREAM_S3_DEBUG", "request-with-body,response-with-body")
+    app = app_on(tmp_path, litestream_bin, store.url())
+    await write_for(app, seconds=1)
+    # Dumped, and hidden.
+    for shown in ("X-Amz-Security-Token: ***", "WebIdentityToken=***",
+                  "<SecretAccessKey>***", "<SessionToken>***"):
+        assert shown in caplog.text
+    assert "a-projected-service-account-token" not in caplog.text
+    sessions = moto_iam.sessions(role)
+    assert sessions
+    assert_never_shown([(s["secret_access_key"], s["session_token"]) for s in sessions],
+                       caplog.text)
+
+
 class CredentialsEndpoint:
     """A container credentials endpoint on loopback, as ECS's agent or EKS Pod Identity
     serve one: a GET with the right Authorization header gets new keys of ``role``
