@@ -223,6 +223,13 @@ class Settings:
         env.pop("ASGI_LITESTREAM_DASHBOARD_PASSWORD", None)  # ours, not Litestream's
         env.pop("ASGI_LITESTREAM_STATUS_TOKEN", None)
         if self.access_key_id:
+            # Litestream 0.5.17 reads AWS_ACCESS_KEY_ID before LITESTREAM_ACCESS_KEY_ID
+            # (measured): an ambient pair would beat the keys given here, and those of
+            # a rotation (written to LITESTREAM_*). The keys given are in LITESTREAM_*
+            # (an environment's pair too: access_key_id reads it). AWS_SESSION_TOKEN
+            # stays: it is how temporary keys given here get their token.
+            env.pop("AWS_ACCESS_KEY_ID", None)
+            env.pop("AWS_SECRET_ACCESS_KEY", None)
             env["LITESTREAM_ACCESS_KEY_ID"] = self.access_key_id
         if self.secret_access_key:
             env["LITESTREAM_SECRET_ACCESS_KEY"] = self.secret_access_key

@@ -199,11 +199,20 @@ def _stderr_handler() -> logging.Handler:
     return handler
 
 
+# What the AWS SDK prints of credentials in Litestream's request dumps
+# (LITESTREAM_S3_DEBUG), values the library never held and cannot scrub by value: the
+# session token of a web identity's or a container's keys (a header, or a presigned
+# URL's parameter), the web identity token traded for them, and STS's answer.
+_SDK_SECRETS = re.compile(r"(?i)(x-amz-security-token(?::[ \t]*|=)|webidentitytoken=)"
+                          r"[^\s&\"]+|(<(?:secretaccesskey|sessiontoken)>)[^<]*")
+
+
 def scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret replaced by ``***``, also in escaped forms."""
+    """``text`` with every secret replaced by ``***``, also in escaped forms, and the
+    credentials an AWS SDK's request dump shows."""
     for form in _forms(tuple(secrets)):
         text = text.replace(form, "***")
-    return text
+    return _SDK_SECRETS.sub(lambda found: (found[1] or found[2]) + "***", text)
 
 
 @functools.lru_cache(maxsize=16)

@@ -161,6 +161,46 @@ def test_config_file_and_repr_hold_no_secret(tmp_path: Path) -> None:
     assert env[variable] == "hunter2pw"
 
 
+def test_keys_given_hide_the_environments_pair_from_litestream(tmp_path: Path) -> None:
+    """Keys given: the environment's AWS pair is not passed on (Litestream 0.5.17 would
+    prefer it to LITESTREAM_*); a session token is, for temporary keys given."""
+    ambient = {"AWS_ACCESS_KEY_ID": "AKIAAMBIENT", "AWS_SECRET_ACCESS_KEY": "ambient",
+               "AWS_SESSION_TOKEN": "token", "AWS_REGION": "eu-west-1"}
+    settings = build(tmp_path, replica_url="s3://bucket/app",
+                     access_key_id="AKIAGIVEN", secret_access_key="given")
+    env = settings.child_env(ambient)
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert (env["LITESTREAM_ACCESS_KEY_ID"], env["LITESTREAM_SECRET_ACCESS_KEY"]) == (
+        "AKIAGIVEN", "given")
+    assert env["AWS_SESSION_TOKEN"] == "token" and env["AWS_REGION"] == "eu-west-1"
+    # Keys from the environment: the same keys, under Litestream's own names.
+    from_env = Settings.from_env({"ASGI_LITESTREAM_DATABASE": str(tmp_path / "a.db"),
+                                  "ASGI_LITESTREAM_REPLICA_URL": "s3://bucket/app",
+                                  **ambient})
+    env = from_env.child_env(ambient)
+    assert "AWS_ACCESS_KEY_ID" not in env
+    assert (env["LITESTREAM_ACCESS_KEY_ID"], env["LITESTREAM_SECRET_ACCESS_KEY"]) == (
+        "AKIAAMBIENT", "ambient")
+
+
+def test_no_keys_pass_the_default_chain_untouched(tmp_path: Path) -> None:
+    """No keys given: every variable of the AWS default chain reaches Litestream as it
+    is (only AWS_CA_BUNDLE, which Litestream 0.5 cannot start with, is dropped)."""
+    chain = {"AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/app",
+             "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/secrets/token",
+             "AWS_ROLE_SESSION_NAME": "app",
+             "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/creds",
+             "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "/var/run/secrets/pod",
+             "AWS_PROFILE": "prod", "AWS_CONFIG_FILE": "/etc/aws/config",
+             "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9", "AWS_REGION": "eu-west-1"}
+    settings = build(tmp_path, replica_url="s3://bucket/app")
+    env = settings.child_env({**chain, "AWS_CA_BUNDLE": "/etc/ca.pem"})
+    assert settings.credentials_source == "default chain"
+    assert {k: env[k] for k in chain} == chain and "AWS_CA_BUNDLE" not in env
+    assert not any(k.startswith("LITESTREAM_ACCESS") or k.startswith("LITESTREAM_SECRET")
+                   for k in env)
+
+
 def test_redact_url_hides_passwords_and_secret_query_values() -> None:
     """Userinfo passwords and secret-looking query values become ***."""
     assert redact_url("sftp://me:pw@host:22/p?key=k&region=x") == (

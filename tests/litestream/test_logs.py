@@ -36,6 +36,27 @@ def test_scrub_catches_escaped_secrets() -> None:
     assert scrub(f"raw {secret}", [secret]) == "raw ***"
 
 
+@pytest.mark.parametrize(("line", "shown"), [
+    ("X-Amz-Security-Token: FQoGZXIvYXdzEBYa/+=", "X-Amz-Security-Token: ***"),
+    ("GET /bk/x?X-Amz-Credential=ASIA1&X-Amz-Security-Token=FQo%2Fb%3D&X-Amz-Date=1",
+     "GET /bk/x?X-Amz-Credential=ASIA1&X-Amz-Security-Token=***&X-Amz-Date=1"),
+    ("Action=AssumeRoleWithWebIdentity&RoleArn=arn&WebIdentityToken=eyJhb.c.d&Version=1",
+     "Action=AssumeRoleWithWebIdentity&RoleArn=arn&WebIdentityToken=***&Version=1"),
+    ("<AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>wJal/r+K</SecretAccessKey>"
+     "<SessionToken>FQoG/Z+=</SessionToken>",
+     "<AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>***</SecretAccessKey>"
+     "<SessionToken>***</SessionToken>"),
+    ("SignedHeaders=host;x-amz-date;x-amz-security-token, Signature=0a1b",
+     "SignedHeaders=host;x-amz-date;x-amz-security-token, Signature=0a1b"),
+])
+def test_scrub_hides_the_credentials_an_sdk_request_dump_shows(line: str,
+                                                                shown: str) -> None:
+    """LITESTREAM_S3_DEBUG dumps requests and answers: a session token (header or
+    presigned URL), a web identity token, STS's answer are hidden though nobody gave
+    their values; the names of signed headers stay."""
+    assert scrub(line, []) == shown
+
+
 def test_a_slog_text_line_is_read_with_its_quoted_values() -> None:
     """Go-quoted values (spaces, escaped quotes) come back as plain strings; the first
     of a repeated key wins."""
