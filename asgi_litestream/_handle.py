@@ -44,8 +44,8 @@ class Service(ServiceView, Protocol):
 
     async def stop(self) -> bool: ...
 
-    async def rotate_credentials(self, *, access_key_id: str,
-                                 secret_access_key: str) -> None: ...
+    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str,
+                                 session_token: str | None = None) -> None: ...
 
 
 class Supervisor:
@@ -148,12 +148,15 @@ class Supervisor:
         serving). Returns whether the flush reached every replica."""
         return await self._service.stop()
 
-    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str
-                                 ) -> None:
+    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str,
+                                 session_token: str | None = None) -> None:
         """Use new S3 keys from now on, without restarting the app: flush Litestream,
         stop it and start it again with them (tens of milliseconds; durable waits wait
         meanwhile, and it is not counted in ``restarts``). The lease's S3 calls use them
-        too. Applies to this worker; with several workers, the one that leads runs
+        too. ``session_token``: temporary keys' token (STS, Vault's AWS engine); without
+        one, a token in the environment is dropped, as it belonged to the old keys.
+        Applies to this worker; with several workers, the one that leads runs
         Litestream (key files, which every worker watches, reach it wherever it is)."""
         await self._service.rotate_credentials(access_key_id=access_key_id,
-                                               secret_access_key=secret_access_key)
+                                               secret_access_key=secret_access_key,
+                                               session_token=session_token)

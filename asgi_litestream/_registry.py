@@ -56,12 +56,14 @@ async def stop_litestream(name: str = "litestream") -> bool:
 
 
 async def rotate_credentials(name: str = "litestream", *, access_key_id: str,
-                             secret_access_key: str) -> None:
+                             secret_access_key: str, session_token: str | None = None
+                             ) -> None:
     """Use new S3 keys from now on: Litestream is flushed and restarted with them (the
     app stays up; durable waits wait meanwhile); on a read replica, each follower's
     `restore -f`. See Supervisor.rotate_credentials and ReadReplica.rotate_credentials."""
     await get_supervisor(name).rotate_credentials(access_key_id=access_key_id,
-                                                  secret_access_key=secret_access_key)
+                                                  secret_access_key=secret_access_key,
+                                                  session_token=session_token)
 
 
 def status(name: str = "litestream") -> Literal["running", "down"]:

@@ -24,6 +24,7 @@ FILE_OPTIONS = {"access_key_id": "access_key_id_file",
                 "secret_access_key": "secret_access_key_file"}
 # Where Litestream reads the keys (its child's environment only, never its config file).
 KEY_VARIABLES = ("LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY")
+SESSION_TOKEN = "AWS_SESSION_TOKEN"  # temporary keys' third part (both SDKs read it)
 # Where the keys came from, as the status shows it.
 SOURCES = ("option", "file", "environment", "default chain")
 
@@ -43,15 +44,31 @@ def read_key(path: Path) -> tuple[str | None, str]:
     return text, ""
 
 
-def check_keys(access_key_id: object, secret_access_key: object) -> tuple[str, str]:
-    """The keys handed to a rotation; ConfigError for one that is not a non-empty
-    string (the secret never shown)."""
+def check_keys(access_key_id: object, secret_access_key: object,
+               session_token: object = None) -> dict[str, str | None]:
+    """The environment's new values for the keys handed to a rotation (None: remove the
+    variable); ConfigError for a key that is not a non-empty string (never showing a
+    secret). Without a ``session_token`` AWS_SESSION_TOKEN is removed: an old
+    session's token sent with new keys would have the storage refuse them."""
     for option, value in (("access_key_id", access_key_id),
-                          ("secret_access_key", secret_access_key)):
+                          ("secret_access_key", secret_access_key),
+                          ("session_token", session_token)):
+        if option == "session_token" and value is None:
+            continue
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(option, "***" if option.startswith("secret") else value,
+            raise ConfigError(option, value if option == "access_key_id" else "***",
                               "must be a non-empty string", "pass the new key")
-    return str(access_key_id), str(secret_access_key)
+    return {KEY_VARIABLES[0]: str(access_key_id), KEY_VARIABLES[1]: str(secret_access_key),
+            SESSION_TOKEN: None if session_token is None else str(session_token)}
+
+
+def use_variables(env: dict[str, str], variables: Mapping[str, str | None]) -> None:
+    """Set ``variables`` in ``env``; one that is None is removed."""
+    for name, value in variables.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
 
 
 def _path(option: str, value: Any) -> Path | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from .._config.secret_files import KEY_VARIABLES, check_keys, watch_key_files
+from .._config.secret_files import check_keys, watch_key_files
 from .._config.settings import Settings
 from .._locks.leader_info import CredentialsStatus
 from .group import FollowerSet
@@ -52,17 +52,17 @@ class FollowerCredentials:
             .replace("+00:00", "Z")).to_json()
 
     async def rotate(self, access_key_id: str, secret_access_key: str, *,
-                     source: str = "call") -> None:
+                     session_token: str | None = None, source: str = "call") -> None:
         """Use these keys from now on: every follower's `restore -f` starts again with
         them (not counted in ``restarts``). Raises ConfigError for an empty key."""
-        keys = check_keys(access_key_id, secret_access_key)
+        variables = check_keys(access_key_id, secret_access_key, session_token)
         async with self._lock:
-            self._applied = keys
+            self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
             self.rotations += 1
             began = time.monotonic()
             restarted = await self._followers.use_env(
-                dict(zip(KEY_VARIABLES, keys, strict=True)), secrets=keys)
+                variables, secrets=[v for v in variables.values() if v])
             logger.info("litestream %r: credentials rotated (source %s); %d of %d "
                         "followers started again with them in %d ms", self.settings.name,
                         source, restarted, len(self._followers.followers),

@@ -32,6 +32,7 @@ import anyio.abc
 import anyio.to_thread
 
 from .._config.databases import Database
+from .._config.secret_files import use_variables
 from .._exceptions import StartupError
 from .._litestream.commands import restore_command
 from .._litestream.logs import LitestreamLog
@@ -136,13 +137,13 @@ class Follower(Progress):
             with anyio.move_on_after(self.grace + 2 * REAP_LIMIT):
                 await self._finished.wait()
 
-    async def use_env(self, variables: Mapping[str, str], *,
+    async def use_env(self, variables: Mapping[str, str | None], *,
                       secrets: Sequence[str] = ()) -> bool:
-        """Follow with these environment variables (new S3 keys) from now on, and scrub
-        ``secrets`` too. A running `restore -f` is stopped and started again with them;
-        True once the new one is spawned. False: none was running (the next one, and
-        the next probe, start with them)."""
-        self._env.update(variables)
+        """Follow with these environment variables (new S3 keys; None removes one) from
+        now on, and scrub ``secrets`` too. A running `restore -f` is stopped and started
+        again with them; True once the new one is spawned. False: none was running (the
+        next one, and the next probe, start with them)."""
+        use_variables(self._env, variables)
         self._secrets = tuple(dict.fromkeys((*self._secrets, *secrets)))
         stop = self._stop
         if stop is None:

@@ -91,7 +91,7 @@ class FollowerSet:
         watcher). Before :meth:`serve` only."""
         self._beside.append(task)
 
-    async def use_env(self, variables: Mapping[str, str], *,
+    async def use_env(self, variables: Mapping[str, str | None], *,
                       secrets: Sequence[str] = ()) -> int:
         """Every follower with these environment variables (new S3 keys) from now on,
         ``secrets`` scrubbed from their lines: each running `restore -f` is started

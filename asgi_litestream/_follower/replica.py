@@ -108,13 +108,14 @@ class ReadReplica:
     async def stop(self) -> bool:
         raise LitestreamError("a follower runs no Litestream to stop (role='follower')")
 
-    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str
-                                 ) -> None:
+    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str,
+                                 session_token: str | None = None) -> None:
         """Use new S3 keys from now on, without restarting the app: each follower's
         `restore -f` is started again with them (its copy stays in place and is read
         meanwhile; not counted in ``restarts``). Applies to this process; key files are
         watched by every follower."""
-        await self.credentials.rotate(access_key_id, secret_access_key)
+        await self.credentials.rotate(access_key_id, secret_access_key,
+                                      session_token=session_token)
 
     def status(self) -> dict[str, Any]:
         """The status snapshot: what the status route serves on a follower."""

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 
 import anyio
 
-from .._config.secret_files import KEY_VARIABLES, check_keys, watch_key_files
+from .._config.secret_files import check_keys, use_variables, watch_key_files
 from .._config.settings import Settings
 from .._exceptions import StartupError
 from .._litestream.logs import LitestreamLog
@@ -128,15 +128,14 @@ class Credentials:
             self._on_change()
 
     async def rotate(self, access_key_id: str, secret_access_key: str, *,
-                     source: str = "call") -> None:
+                     session_token: str | None = None, source: str = "call") -> None:
         """Use these keys from now on: in the environment, then in a Litestream
         restarted with them (when it runs here). Raises ConfigError for an empty key,
         StartupError when Litestream does not start again (state ``failed``)."""
-        check_keys(access_key_id, secret_access_key)
+        variables = check_keys(access_key_id, secret_access_key, session_token)
         async with self._lock:
-            self._log.add_secrets([access_key_id, secret_access_key])
-            self._env.update(zip(KEY_VARIABLES, (access_key_id, secret_access_key),
-                                 strict=True))
+            self._log.add_secrets([v for v in variables.values() if v])
+            use_variables(self._env, variables)
             self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
             self.rotations += 1

@@ -304,8 +304,10 @@ class ReplicationService:
     async def stop(self) -> bool:
         return await self.keeper.stop()
 
-    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str) -> None:
-        await self.credentials.rotate(access_key_id, secret_access_key)
+    async def rotate_credentials(self, *, access_key_id: str, secret_access_key: str,
+                                 session_token: str | None = None) -> None:
+        await self.credentials.rotate(access_key_id, secret_access_key,
+                                      session_token=session_token)
 
     def _publish(self) -> None:
         """On every state change (Keeper.set_state): the leader tells the standbys."""

@@ -159,3 +159,48 @@ async def test_a_revoked_key_shows_rejected_within_max_lag_and_a_rotation_mends_
     restored = restore(litestream_bin, store.url(), tmp_path / "out.db",
                        env=signed_by(store, key2).env())
     assert restored == written
+
+
+@pytest.mark.anyio
+async def test_temporary_keys_rotate_with_their_token_and_a_stale_token_is_dropped(
+        tmp_path: Path, litestream_bin: Path, moto_iam: IamMoto,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Start on a role's temporary keys (their token in AWS_SESSION_TOKEN, as a platform
+    hands them over); rotate to a user's key without a token: the old token goes (moto,
+    like AWS, refuses a user's key sent with one); rotate to new temporary keys with
+    their session_token: it is used. Writes go on throughout and reach the replica."""
+    user, (key,) = moto_iam.user_with_keys(1)
+    role = moto_iam.role()
+    first, second = moto_iam.assume(role), moto_iam.assume(role)
+    store = moto_iam.bucket()
+    monkeypatch.setenv("AWS_SESSION_TOKEN", first["SessionToken"])
+    db = tmp_path / "app.db"
+    app = LitestreamLifespan(notes_app(db), database=db, replica_url=store.url(),
+                             bin_path=litestream_bin, access_key_id=first["AccessKeyId"],
+                             secret_access_key=first["SecretAccessKey"], health_interval=0.2)
+    written: list[str] = []
+
+    async def write(body: str) -> None:
+        response = await http.post("/notes/durable", json={"body": body})
+        assert response.status_code == 201, response.text
+        written.append(body)
+
+    async with lifespan(app) as state, client(app, state) as http:
+        supervisor = state["litestream"]
+        await write("temporary")
+        await supervisor.rotate_credentials(access_key_id=key.access_key_id,
+                                            secret_access_key=key.secret_access_key)
+        await write("permanent")
+        await supervisor.rotate_credentials(access_key_id=second["AccessKeyId"],
+                                            secret_access_key=second["SecretAccessKey"],
+                                            session_token=second["SessionToken"])
+        await write("temporary again")
+        status = supervisor.status()
+        assert status["credentials"]["state"] == "ok" and status["restarts"] == 0
+        assert second["SessionToken"] not in str(status)
+    for secret in (first["SessionToken"], second["SessionToken"], key.secret_access_key):
+        assert secret not in caplog.text
+    assert "refuses the S3 keys" not in caplog.text
+    env = signed_by(store, key).env()
+    del env["AWS_SESSION_TOKEN"]  # the restore signs with the user's key
+    assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == written
