@@ -24,6 +24,7 @@ import anyio
 
 from .._config.secret_files import check_keys, watch_key_files
 from .._config.settings import Settings
+from .._litestream.refusals import KeyRefusal, iso
 from .._locks.leader_info import CredentialsStatus
 from .group import FollowerSet
 
@@ -41,15 +42,31 @@ class FollowerCredentials:
         self._followers = followers
         self._lock = anyio.Lock()
         self._applied = (settings.access_key_id, settings.secret_access_key)
+        self._rotating = False
+        # Any follower's lines count, but not those of one stopping for a rotation.
+        self.refusal = KeyRefusal(
+            followers.log, name=settings.name, source=lambda: self.source,
+            counts=lambda pid: not self._rotating,
+            progress=lambda: sum(f.copy_txid or 0 for f in followers.followers))
+        followers.run_beside(self._watch_progress)
 
     def to_json(self) -> dict[str, Any]:
         """The status's ``credentials``, shaped as a primary's: where from, when, the
-        rotations; never the keys. (A follower's refused keys show as its copies
-        falling behind, in ``healthy`` and each database's errors.)"""
+        rotations, refused or not; never the keys. (Refused keys do not turn readiness
+        by themselves: on a read replica it follows the copies' lag.)"""
+        refusal = self.refusal
         return CredentialsStatus(
-            source=self.source, rotations=self.rotations,
-            loaded_at=self.loaded_at.isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")).to_json()
+            source=self.source, rotations=self.rotations, loaded_at=iso(self.loaded_at),
+            rejected_since=None if refusal.since is None else iso(refusal.since),
+            problem=None if refusal.failure is None else refusal.failure.cause,
+        ).to_json()
+
+    async def _watch_progress(self) -> None:
+        """Refused keys under which the copies move forward again work (an SDK that
+        renewed them): checked every health_interval."""
+        while True:
+            await anyio.sleep(self.settings.health_interval)
+            self.refusal.check_progress()
 
     async def rotate(self, access_key_id: str, secret_access_key: str, *,
                      session_token: str | None = None, source: str = "call") -> None:
@@ -61,8 +78,13 @@ class FollowerCredentials:
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
             self.rotations += 1
             began = time.monotonic()
-            restarted = await self._followers.use_env(
-                variables, secrets=[v for v in variables.values() if v])
+            self._rotating = True
+            try:
+                restarted = await self._followers.use_env(
+                    variables, secrets=[v for v in variables.values() if v])
+            finally:
+                self._rotating = False
+            self.refusal.clear()  # judged afresh by the followers that use them
             logger.info("litestream %r: credentials rotated (source %s); %d of %d "
                         "followers started again with them in %d ms", self.settings.name,
                         source, restarted, len(self._followers.followers),

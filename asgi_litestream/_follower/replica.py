@@ -142,6 +142,9 @@ class ReadReplica:
         out = MetricsWriter()
         out.family("asgi_litestream_follower_ready", "gauge",
                    "1 once every copy is in place.", [(name, self.ready)])
+        out.family("asgi_litestream_credentials_rejected", "gauge",
+                   "1 while the replica refuses the S3 keys in use.",
+                   [(name, self.credentials.refusal.failure is not None)])
         databases = [({**name, "database": d["path"]}, d)
                      for d in self._followers.snapshot(self.settings.max_lag)]
         for metric, kind, help_text, key in _FOLLOWER_SERIES:

@@ -14,12 +14,9 @@ new. Kubernetes swaps a Secret's files at once (a symbolic link), but other writ
 may not: a change to only one of the two waits one more check, in case the other is
 on its way; an empty or unreadable file is logged and not applied.
 
-It also hears every warning Litestream logs: when the storage refuses the keys while
-Litestream runs (an unknown key id, a wrong secret, an expired token, access denied),
-the status says ``credentials: rejected`` and since when, health turns unhealthy, and
-one error line names where the keys came from and what to do. Keys that work again
-clear it: a rotation, or the replica moving forward (an SDK that refreshed a web
-identity's token by itself).
+Keys the storage refuses while Litestream runs (``refusal``, _litestream/refusals.py)
+make the status say ``credentials: rejected`` and health unhealthy; a rotation clears
+it, and a rotation away from refused keys skips the flush they cannot make.
 """
 
 from __future__ import annotations
@@ -36,31 +33,12 @@ from .._config.secret_files import check_keys, use_variables, watch_key_files
 from .._config.settings import Settings
 from .._exceptions import StartupError
 from .._litestream.logs import LitestreamLog
-from .._litestream.replica_errors import ReplicaFailure, refused_keys
+from .._litestream.refusals import KeyRefusal, iso
 from .._locks.leader_info import CredentialsStatus
 from .._state import State
 from .keeper import Keeper
 
 logger = logging.getLogger("asgi_litestream")
-
-# Where the keys came from → what to do when the storage refuses them.
-_FIXES = {
-    "file": "write working keys into access_key_id_file and secret_access_key_file "
-            "(applied within health_interval, no restart)",
-    "call": "call rotate_credentials() with working keys",
-    "option": "call rotate_credentials() with working keys, or restart with them in "
-              "access_key_id and secret_access_key",
-    "environment": "call rotate_credentials() with working keys, or restart with them "
-                   "in ASGI_LITESTREAM_ACCESS_KEY_ID and ASGI_LITESTREAM_SECRET_ACCESS_KEY",
-    "default chain": "check what the AWS default chain finds here (AWS_* variables, "
-                     "AWS_PROFILE, the web identity token file, the container or "
-                     "instance role) and its permissions on the bucket",
-}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 class Credentials:
     """The S3 keys of one service: their source, when loaded, and their rotation."""
@@ -73,59 +51,34 @@ class Credentials:
         self.loaded_at = datetime.now(timezone.utc)
         self.rotations = 0
         self.last_pause_s: float | None = None  # flush to running again, last rotation
-        self.changes = 0  # bumped when status() would change
-        self.refusal: ReplicaFailure | None = None  # the storage refuses these keys
-        self.refused_since: datetime | None = None
         self._env = env
         self._keeper = keeper
         self._log = log
         self._lock = anyio.Lock()
         self._applied = (settings.access_key_id, settings.secret_access_key)
-        self._replicated = replicated  # the replicas' positions, summed
-        self._replicated_when_refused = 0
-        self._on_change = on_change  # the leader tells the standbys
-        log.watch(self._heard)
+        # Only the running child's lines count, not those of one stopping for a rotation.
+        self.refusal = KeyRefusal(log, name=settings.name, source=lambda: self.source,
+                                  counts=self._running_child, progress=replicated,
+                                  on_change=on_change)  # the leader tells the standbys
+
+    @property
+    def changes(self) -> int:
+        """Bumped when status() would change (besides rotations)."""
+        return self.refusal.changes
+
+    def _running_child(self, pid: int) -> bool:
+        child = self._keeper.child
+        return child is not None and child.pid == pid
 
     def status(self) -> CredentialsStatus:
         """The status's ``credentials``: where from, when, refused or not; no key."""
+        refusal = self.refusal
         return CredentialsStatus(
-            source=self.source, loaded_at=_iso(self.loaded_at),
-            rejected_since=None if self.refused_since is None else _iso(self.refused_since),
-            problem=None if self.refusal is None else self.refusal.cause,
+            source=self.source, loaded_at=iso(self.loaded_at),
+            rejected_since=None if refusal.since is None else iso(refusal.since),
+            problem=None if refusal.failure is None else refusal.failure.cause,
             rotations=self.rotations,
             last_pause_s=None if self.last_pause_s is None else round(self.last_pause_s, 3))
-
-    def _heard(self, line: str, pid: int) -> None:
-        """A warning from Litestream: does the storage refuse the keys? Only the
-        running child's lines count, not those of one stopping for a rotation."""
-        child = self._keeper.child
-        if self.refusal is not None or child is None or child.pid != pid:
-            return
-        refusal = refused_keys(line)
-        if refusal is None:
-            return
-        self.refusal, self.refused_since = refusal, datetime.now(timezone.utc)
-        self._replicated_when_refused = self._replicated()
-        self.changes += 1
-        self._on_change()
-        logger.error("litestream %r: the replica refuses the S3 keys in use (source %s): "
-                     "%s; nothing replicates until they work. Fix: %s",
-                     self.settings.name, self.source, refusal.cause,
-                     _FIXES.get(self.source, _FIXES["call"]))
-
-    def after_poll(self) -> None:
-        """After each health poll: refused keys that replicate again are fine (a web
-        identity's token the SDK renewed, permissions granted back)."""
-        if self.refusal is not None and self._replicated() > self._replicated_when_refused:
-            logger.info("litestream %r: the replica accepts the S3 keys again; "
-                        "replicating", self.settings.name)
-            self._accepted()
-
-    def _accepted(self) -> None:
-        if self.refusal is not None:
-            self.refusal = self.refused_since = None
-            self.changes += 1
-            self._on_change()
 
     async def rotate(self, access_key_id: str, secret_access_key: str, *,
                      session_token: str | None = None, source: str = "call") -> None:
@@ -139,7 +92,7 @@ class Credentials:
             self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
             self.rotations += 1
-            took = await self._restart(refused=self.refusal is not None)
+            took = await self._restart(refused=self.refusal.failure is not None)
             if took is None:
                 logger.info("litestream %r: credentials rotated (source %s); Litestream "
                             "does not run in this worker: it starts with them",
@@ -158,7 +111,7 @@ class Credentials:
         async with keeper.lock:
             child = keeper.child
             if child is None or keeper.closing:
-                self._accepted()  # judged afresh by the Litestream that starts with them
+                self.refusal.clear()  # judged afresh by the Litestream that starts with them
                 return None
             began = time.monotonic()
             # Durable waits see "restarting" and wait for the new one.
@@ -174,7 +127,7 @@ class Credentials:
                                    "already); the new Litestream ships the rest",
                                    settings.name)
                 keeper.child = None  # keep_alive: this exit is no crash
-                self._accepted()  # the old one's lines no longer count (see _heard)
+                self.refusal.clear()  # the old one's lines no longer count
                 await child.aclose(grace=0 if refused else settings.stop_timeout)
                 try:
                     await keeper.spawn()

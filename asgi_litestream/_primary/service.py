@@ -199,7 +199,7 @@ class ReplicationService:
         task_group.start_soon(self.keeper.keep_alive)
         task_group.start_soon(self.joining.watch_leader)
         task_group.start_soon(functools.partial(self.replicating.poll_health,
-                                                after_poll=self.credentials.after_poll))
+                                                after_poll=self.credentials.refusal.check_progress))
         if self.settings.access_key_id_file is not None:
             task_group.start_soon(self.credentials.watch_files)
         if self.settings.metrics_path is not None:

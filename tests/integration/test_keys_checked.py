@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from asgi_litestream import LitestreamLifespan
+from asgi_litestream import LitestreamLifespan, rotate_credentials
 from tests.helpers import S3, client, lifespan, notes_app, restore
 from tests.iam import IamMoto, Key
 
@@ -169,7 +169,7 @@ async def test_temporary_keys_rotate_with_their_token_and_a_stale_token_is_dropp
     hands them over); rotate to a user's key without a token: the old token goes (moto,
     like AWS, refuses a user's key sent with one); rotate to new temporary keys with
     their session_token: it is used. Writes go on throughout and reach the replica."""
-    user, (key,) = moto_iam.user_with_keys(1)
+    _, (key,) = moto_iam.user_with_keys(1)
     role = moto_iam.role()
     first, second = moto_iam.assume(role), moto_iam.assume(role)
     store = moto_iam.bucket()
@@ -204,3 +204,49 @@ async def test_temporary_keys_rotate_with_their_token_and_a_stale_token_is_dropp
     env = signed_by(store, key).env()
     del env["AWS_SESSION_TOKEN"]  # the restore signs with the user's key
     assert restore(litestream_bin, store.url(), tmp_path / "out.db", env=env) == written
+
+
+@pytest.mark.anyio
+async def test_a_read_replicas_revoked_key_shows_rejected_and_a_rotation_mends_it(
+        tmp_path: Path, litestream_bin: Path, moto_iam: IamMoto,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A follower's key revoked: its status says `credentials: rejected` with one error
+    line naming the source; rotating it by name clears that, and rows the primary
+    writes afterwards reach the copies."""
+    from tests.integration.test_rotate_follower_credentials import (
+        caught_up,
+        follower_of,
+        primary_of,
+        write_everywhere,
+    )
+
+    caplog.set_level(logging.INFO, "asgi_litestream")
+    _, (primary_key,) = moto_iam.user_with_keys(1)
+    user, (key1, key2) = moto_iam.user_with_keys(2)
+    store = moto_iam.bucket(primary_key)
+    primary, dbs = primary_of(tmp_path, store, litestream_bin)
+    follower, _ = follower_of(tmp_path, store, litestream_bin,
+                              access_key_id=key1.access_key_id,
+                              secret_access_key=key1.secret_access_key)
+    async with lifespan(primary) as p_state:
+        await p_state["litestream"].sync()
+        async with lifespan(follower) as f_state, client(follower, f_state) as http:
+            replica = f_state["litestream"]
+            await caught_up(http, [3, 3])
+            moto_iam.revoke(user, key1)
+            await write_everywhere(p_state, dbs, 1)
+            with anyio.fail_after(15):
+                while replica.status()["credentials"]["state"] != "rejected":
+                    await anyio.sleep(0.1)
+            said = [r.getMessage() for r in caplog.records
+                    if "refuses the S3 keys" in r.getMessage()]
+            assert len(said) == 1 and "'follower'" in said[0] and "source option" in said[0]
+            assert 'asgi_litestream_credentials_rejected{name="follower"} 1' in (
+                replica.metrics())
+            await rotate_credentials("follower", access_key_id=key2.access_key_id,
+                                     secret_access_key=key2.secret_access_key)
+            assert replica.status()["credentials"]["state"] == "ok"
+            await write_everywhere(p_state, dbs, 1)
+            await caught_up(http, [5, 5])
+            assert replica.status()["credentials"]["state"] == "ok"
+    assert key2.secret_access_key not in caplog.text

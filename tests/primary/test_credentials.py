@@ -81,10 +81,10 @@ def test_a_refused_key_is_heard_once_named_and_cleared_when_the_replica_moves(
     said = [r.getMessage() for r in caplog.records if "refuses the S3 keys" in r.getMessage()]
     assert len(said) == 1 and "source file" in said[0]
     assert "access_key_id_file" in said[0] and "AKIA-TEST-1" not in caplog.text
-    found.after_poll()  # the replica has not moved: still refused
+    found.refusal.check_progress()  # the replica has not moved: still refused
     assert found.status().rejected
     replicated.txid = 6
-    found.after_poll()
+    found.refusal.check_progress()
     assert not found.status().rejected
     assert "accepts the S3 keys again" in caplog.text
 
