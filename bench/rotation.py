@@ -360,7 +360,7 @@ async def _by_files(ctx: Context, s3: S3, rotations: int) -> list[Figure]:
             with anyio.fail_after(30):
                 while True:
                     now = (await control.get("/rotation")).json()
-                    # rotations counts up before the restart; the state is running again
+                    # rotations counts up once the restart is done; the state is running again
                     # (and pause_s set, in the same step of the server's loop) after it.
                     if now["rotations"] > before and now["state"] == "running":
                         break

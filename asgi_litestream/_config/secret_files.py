@@ -170,6 +170,7 @@ async def watch_key_files(
         return
     watch = KeyFileWatch((paths[0], paths[1]), name=name)
     from_files = applied()
+    failed = ""  # the last failure, said once however often it is tried again
     while not stopped():
         await anyio.sleep(interval)
         found = watch.look(from_files)
@@ -178,7 +179,9 @@ async def watch_key_files(
         try:
             await rotate(*found)
         except (ConfigError, StartupError) as exc:
-            logger.error("litestream %r: rotation to the key files' keys failed (tried "
-                         "again at the next check): %s", name, exc)
+            if str(exc) != failed:
+                logger.error("litestream %r: rotation to the key files' keys failed "
+                             "(tried again at every check): %s", name, exc)
+            failed = str(exc)
         else:
-            from_files = found
+            from_files, failed = found, ""

@@ -33,6 +33,7 @@ from .._config.secret_files import check_keys, use_variables, watch_key_files
 from .._config.settings import Settings
 from .._exceptions import StartupError
 from .._litestream.logs import LitestreamLog
+from .._litestream.process import LitestreamProcess
 from .._litestream.refusals import KeyRefusal, iso
 from .._locks.leader_info import CredentialsStatus
 from .._state import State
@@ -56,6 +57,7 @@ class Credentials:
         self._log = log
         self._lock = anyio.Lock()
         self._applied = (settings.access_key_id, settings.secret_access_key)
+        self._left_down = False  # the last rotation's start failed: Litestream is down
         # Only the running child's lines count, not those of one stopping for a rotation.
         self.refusal = KeyRefusal(log, name=settings.name, source=lambda: self.source,
                                   counts=self._running_child, progress=replicated,
@@ -91,8 +93,10 @@ class Credentials:
             use_variables(self._env, variables)
             self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
-            self.rotations += 1
-            took = await self._restart(refused=self.refusal.failure is not None)
+            try:
+                took = await self._restart(refused=self.refusal.failure is not None)
+            finally:
+                self.rotations += 1  # counted once done: last_pause_s is set by then
             if took is None:
                 logger.info("litestream %r: credentials rotated (source %s); Litestream "
                             "does not run in this worker: it starts with them",
@@ -110,37 +114,49 @@ class Credentials:
         keeper, settings = self._keeper, self.settings
         async with keeper.lock:
             child = keeper.child
-            if child is None or keeper.closing:
+            # Down because the last rotation's start failed: these keys get their start.
+            retry = self._left_down and keeper.want_running
+            if keeper.closing or (child is None and not retry):
                 self.refusal.clear()  # judged afresh by the Litestream that starts with them
                 return None
             began = time.monotonic()
             # Durable waits see "restarting" and wait for the new one.
             keeper.set_state(State.RESTARTING)
             with anyio.CancelScope(shield=True):  # never leave it half-restarted
-                if refused:
-                    logger.info("litestream %r: the old keys were refused: no flush with "
-                                "them; the new Litestream ships what is committed",
-                                settings.name)
-                elif not await child.flush(settings.databases, settings.flush_timeout):
-                    logger.warning("litestream %r: the flush before the rotation did not "
-                                   "reach every replica (the old keys may be revoked "
-                                   "already); the new Litestream ships the rest",
-                                   settings.name)
                 keeper.child = None  # keep_alive: this exit is no crash
+                if child is not None:
+                    await self._stop_old(child, refused=refused)
                 self.refusal.clear()  # the old one's lines no longer count
-                await child.aclose(grace=0 if refused else settings.stop_timeout)
                 try:
                     await keeper.spawn()
                 except StartupError:
+                    self._left_down = True
                     keeper.set_state(State.FAILED)
                     logger.error("litestream %r: did not start again with the rotated "
-                                 "credentials; replication is OFF until "
-                                 "start_litestream(%r)", settings.name, settings.name)
+                                 "credentials; replication is OFF until new keys (the "
+                                 "next rotation starts it) or start_litestream(%r)",
+                                 settings.name, settings.name)
                     raise
+                else:
+                    self._left_down = False
                 finally:
                     keeper.wake()  # keep_alive watches the new child
             self.last_pause_s = time.monotonic() - began
             return self.last_pause_s
+
+    async def _stop_old(self, child: LitestreamProcess, *, refused: bool) -> None:
+        """Flush the Litestream running with the old keys, then stop it; refused keys
+        can flush nothing, so neither is tried (its final sync would be retried until
+        stop_timeout)."""
+        settings = self.settings
+        if refused:
+            logger.info("litestream %r: the old keys were refused: no flush with them; "
+                        "the new Litestream ships what is committed", settings.name)
+        elif not await child.flush(settings.databases, settings.flush_timeout):
+            logger.warning("litestream %r: the flush before the rotation did not reach "
+                           "every replica (the old keys may be revoked already); the new "
+                           "Litestream ships the rest", settings.name)
+        await child.aclose(grace=0 if refused else settings.stop_timeout)
 
     async def watch_files(self) -> None:
         """The service's task (with key files): rotate to the files' keys when both

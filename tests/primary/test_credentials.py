@@ -99,3 +99,71 @@ def test_the_leader_publishes_its_credentials_and_old_records_read_as_none() -> 
     older = LeaderInfo.from_json(b'{"pid": 1}')
     assert older is not None and older.credentials is None
     assert CredentialsStatus.from_json({"source": 3}) is None
+
+
+class FlakyKeeper:
+    """What Credentials asks of the Keeper; its next spawn fails once when told to."""
+
+    def __init__(self) -> None:
+        import anyio
+
+        from asgi_litestream._state import State
+
+        self.lock = anyio.Lock()
+        self.child: Any = None
+        self.closing = False
+        self.want_running = True
+        self.state = State.RUNNING
+        self.fail_next = True
+        self.spawned = 0
+
+    def set_state(self, state: Any) -> None:
+        self.state = state
+
+    def wake(self) -> None:
+        pass
+
+    async def spawn(self) -> None:
+        from asgi_litestream._exceptions import StartupError
+        from asgi_litestream._state import State
+
+        if self.fail_next:
+            self.fail_next = False
+            raise StartupError("litestream exited at once")
+        self.spawned += 1
+        self.child = SimpleNamespace(pid=200 + self.spawned)
+        self.set_state(State.RUNNING)
+
+
+@pytest.mark.anyio
+async def test_the_rotation_after_one_whose_start_failed_starts_litestream(
+        tmp_path: Path) -> None:
+    """A rotation whose new Litestream did not start leaves it failed; the next
+    rotation (the files' retry, or a call) starts it, rather than only store keys."""
+    from asgi_litestream._exceptions import StartupError
+    from asgi_litestream._primary.credentials import Credentials
+
+    settings = Settings.from_options(environ={}, database=tmp_path / "app.db",
+                                     replica_url="s3://bucket/app")
+    keeper = FlakyKeeper()
+    credentials = Credentials(settings, env={}, keeper=keeper,  # type: ignore[arg-type]
+                              log=LitestreamLog([]))
+
+    class Running:
+        pid = 100
+
+        async def flush(self, *args: Any) -> bool:
+            return True
+
+        async def aclose(self, *, grace: float) -> None:
+            pass
+
+    keeper.child = Running()
+    with pytest.raises(StartupError):
+        await credentials.rotate("AKIA-TEST-2", "secret-2")
+    assert keeper.state.value == "failed" and keeper.child is None
+    assert credentials.status().rotations == 1
+    await credentials.rotate("AKIA-TEST-3", "secret-3")
+    assert keeper.state.value == "running" and keeper.child.pid == 201
+    assert credentials.status().rotations == 2
+    assert credentials.status().last_pause_s is not None
