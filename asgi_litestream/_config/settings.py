@@ -194,6 +194,19 @@ class Settings:
         if self.secret_access_key is not None and not self.secret_access_key:
             raise ConfigError("secret_access_key", "***", "is empty",
                               "pass the secret, or leave it unset to use the environment")
+        if self.access_key_id_file is not None:
+            self.check_rotatable("access_key_id_file", str(self.access_key_id_file))
+
+    def check_rotatable(self, option: str, value: str) -> None:
+        """ConfigError when config_path's S3 replicas carry keys of their own: Litestream
+        reads those from its generated file, so new keys would reach the lease and the
+        listings but not Litestream."""
+        if any(file_s3_keys(self.file_config, self.databases, os.environ).values()):
+            raise ConfigError(option, value, f"cannot change the keys the replicas in "
+                              f"{self.config_path} carry themselves",
+                              "take access-key-id and secret-access-key out of that file "
+                              "(give them as options, key files or variables), or change "
+                              "them there and restart")
 
     @property
     def lease_replica(self) -> str:

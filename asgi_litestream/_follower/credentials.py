@@ -73,6 +73,7 @@ class FollowerCredentials:
         """Use these keys from now on: every follower's `restore -f` starts again with
         them (not counted in ``restarts``). Raises ConfigError for an empty key."""
         variables = check_keys(access_key_id, secret_access_key, session_token)
+        self.settings.check_rotatable("access_key_id", access_key_id)
         async with self._lock:
             self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)

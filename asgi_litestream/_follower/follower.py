@@ -103,6 +103,7 @@ class Follower(Progress):
         self._fresh = False  # the next run restores a fresh copy beside the old one
         self._stop: anyio.Event | None = None  # set: stop the running `restore -f`
         self._spawned: anyio.Event | None = None  # set once the next one is spawned
+        self._revive: anyio.Event | None = None  # set: follow again after giving up
         self._label = f"litestream {name!r}:"
         # Told after a fresh copy replaced the old file: connections opened before
         # still read the old, deleted file (the middleware disposes the app's pools).
@@ -141,15 +142,19 @@ class Follower(Progress):
                       secrets: Sequence[str] = ()) -> bool:
         """Follow with these environment variables (new S3 keys; None removes one) from
         now on, and scrub ``secrets`` too. A running `restore -f` is stopped and started
-        again with them; True once the new one is spawned. False: none was running (the
-        next one, and the next probe, start with them)."""
+        again with them, and a follower that gave up follows again; True once the new
+        one is spawned. False: none was running (the next one, and the next probe,
+        start with them)."""
         use_variables(self._env, variables)
         self._secrets = tuple(dict.fromkeys((*self._secrets, *secrets)))
-        stop = self._stop
-        if stop is None:
+        stop, revive = self._stop, self._revive
+        if stop is None and (revive is None or self._gave_up is None):
             return False
         spawned = self._spawned = anyio.Event()
-        stop.set()
+        if stop is not None:
+            stop.set()
+        elif revive is not None:
+            revive.set()  # given up: follow again, with them
         # Bounded: stopping takes at most grace and a reap; a new one starts at once.
         with anyio.move_on_after(self.grace + 2 * REAP_LIMIT):
             await spawned.wait()
@@ -178,9 +183,16 @@ class Follower(Progress):
             logger.info("%s the copy %s is in WAL mode (not made by a follower): restoring "
                         "a fresh copy beside it", self._label, self.path)
             self._fresh = True
-        await run_restarting(self._follow_once, self._policy, on_restart=self._restarting,
-                             on_give_up=self._give_up)
-        await anyio.sleep_forever()  # given up: the status says why
+        while True:
+            revive = self._revive = anyio.Event()
+            await run_restarting(self._follow_once, self._policy,
+                                 on_restart=self._restarting, on_give_up=self._give_up)
+            # Given up (the status says why) until new keys come (use_env): a key that
+            # did not work yet may be what made it give up.
+            await revive.wait()
+            self._gave_up = None
+            self._policy.reset()
+            self._notify()
 
     async def _follow_once(self, restart: bool) -> Exited | None:
         """`restore -f` until it exits unasked: restored afresh whenever it cannot
@@ -226,7 +238,7 @@ class Follower(Progress):
             logger.error("%s %s; not retried: no restart can mend this", self._label,
                          self._gave_up)
             self._notify()
-            await anyio.sleep_forever()
+            return None  # not an exit to restart after: _follow waits for new keys
         ran_for = None if attempt.entered_at is None else now - attempt.entered_at
         return Exited(attempt.code, ran_for=ran_for, error=attempt.final_error)
 

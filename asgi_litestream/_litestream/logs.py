@@ -202,9 +202,14 @@ def _stderr_handler() -> logging.Handler:
 # What the AWS SDK prints of credentials in Litestream's request dumps
 # (LITESTREAM_S3_DEBUG), values the library never held and cannot scrub by value: the
 # session token of a web identity's or a container's keys (a header, or a presigned
-# URL's parameter), the web identity token traded for them, and STS's answer.
-_SDK_SECRETS = re.compile(r"(?i)(x-amz-security-token(?::[ \t]*|=)|webidentitytoken=)"
-                          r"[^\s&\"]+|(<(?:secretaccesskey|sessiontoken)>)[^<]*")
+# URL's parameter), the web identity token traded for them and the instance metadata
+# token; STS's answer (XML); the instance metadata's and SSO's answers (JSON, maybe
+# escaped once inside a JSON log line).
+_SDK_SECRETS = re.compile(
+    r"(?i)(x-amz-security-token(?::[ \t]*|=)|x-aws-ec2-metadata-token:[ \t]*"
+    r"|webidentitytoken=)[^\s&\"]+"
+    r"|(<(?:secretaccesskey|sessiontoken)>)[^<]*"
+    r'|(\\?"(?:secretaccesskey|token|sessiontoken|accesstoken)\\?"\s*:\s*\\?")[^"\\]*')
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
@@ -212,7 +217,7 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
     credentials an AWS SDK's request dump shows."""
     for form in _forms(tuple(secrets)):
         text = text.replace(form, "***")
-    return _SDK_SECRETS.sub(lambda found: (found[1] or found[2]) + "***", text)
+    return _SDK_SECRETS.sub(lambda found: (found[1] or found[2] or found[3]) + "***", text)
 
 
 @functools.lru_cache(maxsize=16)

@@ -57,7 +57,9 @@ class KeyRefusal:
         self._source = source
         self._counts = counts
         self._progress = progress
-        self._progress_when_refused = 0
+        # The positions at the first poll after the refusal (None: not polled since):
+        # an upload made just before the refusal must not read as the keys working.
+        self._baseline: int | None = None
         self._on_change = on_change
         log.watch(self._heard)
 
@@ -68,7 +70,7 @@ class KeyRefusal:
         if failure is None:
             return
         self.failure, self.since = failure, datetime.now(timezone.utc)
-        self._progress_when_refused = self._progress()
+        self._baseline = None
         self._changed()
         source = self._source()
         logger.error("litestream %r: the replica refuses the S3 keys in use (source %s): "
@@ -76,8 +78,15 @@ class KeyRefusal:
                      source, failure.cause, FIXES.get(source, FIXES["call"]))
 
     def check_progress(self) -> None:
-        """After each poll: refused keys under which the positions move again work."""
-        if self.failure is not None and self._progress() > self._progress_when_refused:
+        """After each poll: refused keys under which the positions move on, from one
+        poll after the refusal to a later one, work again. (With nothing written, the
+        refusal stays until new keys come.)"""
+        if self.failure is None:
+            return
+        now = self._progress()
+        if self._baseline is None:
+            self._baseline = now
+        elif now > self._baseline:
             logger.info("litestream %r: the replica accepts the S3 keys again",
                         self._name)
             self.clear()

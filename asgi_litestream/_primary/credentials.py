@@ -41,6 +41,7 @@ from .keeper import Keeper
 
 logger = logging.getLogger("asgi_litestream")
 
+
 class Credentials:
     """The S3 keys of one service: their source, when loaded, and their rotation."""
 
@@ -86,63 +87,65 @@ class Credentials:
                      session_token: str | None = None, source: str = "call") -> None:
         """Use these keys from now on: in the environment, then in a Litestream
         restarted with them (when it runs here). Raises ConfigError for an empty key,
-        StartupError when Litestream does not start again (state ``failed``)."""
+        StartupError when Litestream does not start again (state ``failed``). Nothing
+        changes until the keeper's lock is held: cancelled while waiting for it (a
+        stop or a start holds it for seconds), the old keys stay in use everywhere."""
         variables = check_keys(access_key_id, secret_access_key, session_token)
-        async with self._lock:
-            self._log.add_secrets([v for v in variables.values() if v])
-            use_variables(self._env, variables)
-            self._applied = (access_key_id, secret_access_key)
-            self.source, self.loaded_at = source, datetime.now(timezone.utc)
-            try:
-                took = await self._restart(refused=self.refusal.failure is not None)
-            finally:
-                self.rotations += 1  # counted once done: last_pause_s is set by then
-            if took is None:
-                logger.info("litestream %r: credentials rotated (source %s); Litestream "
-                            "does not run in this worker: it starts with them",
-                            self.settings.name, source)
-            else:
-                logger.info("litestream %r: credentials rotated (source %s); Litestream "
-                            "restarted in %d ms", self.settings.name, source, took * 1000)
-
-    async def _restart(self, *, refused: bool) -> float | None:
-        """Flush, stop and start Litestream again (with the keeper's environment, which
-        now holds the new keys); the seconds that took, or None when it was not
-        running here (a standby, or down: it starts with them). When the old keys were
-        ``refused``, nothing can be flushed with them: no flush, and no final sync
-        (Litestream would retry it until stop_timeout); the new one ships the rest."""
-        keeper, settings = self._keeper, self.settings
-        async with keeper.lock:
-            child = keeper.child
-            # Down because the last rotation's start failed: these keys get their start.
-            retry = self._left_down and keeper.want_running
-            if keeper.closing or (child is None and not retry):
-                self.refusal.clear()  # judged afresh by the Litestream that starts with them
-                return None
-            began = time.monotonic()
-            # Durable waits see "restarting" and wait for the new one.
-            keeper.set_state(State.RESTARTING)
-            with anyio.CancelScope(shield=True):  # never leave it half-restarted
-                keeper.child = None  # keep_alive: this exit is no crash
-                if child is not None:
-                    await self._stop_old(child, refused=refused)
-                self.refusal.clear()  # the old one's lines no longer count
+        self.settings.check_rotatable("access_key_id", access_key_id)
+        async with self._lock, self._keeper.lock:
+            with anyio.CancelScope(shield=True):  # never leave it half-rotated
+                self._log.add_secrets([v for v in variables.values() if v])
+                use_variables(self._env, variables)
+                self._applied = (access_key_id, secret_access_key)
+                self.source, self.loaded_at = source, datetime.now(timezone.utc)
                 try:
-                    await keeper.spawn()
-                except StartupError:
-                    self._left_down = True
-                    keeper.set_state(State.FAILED)
-                    logger.error("litestream %r: did not start again with the rotated "
-                                 "credentials; replication is OFF until new keys (the "
-                                 "next rotation starts it) or start_litestream(%r)",
-                                 settings.name, settings.name)
-                    raise
-                else:
-                    self._left_down = False
+                    took = await self._restart()
                 finally:
-                    keeper.wake()  # keep_alive watches the new child
-            self.last_pause_s = time.monotonic() - began
-            return self.last_pause_s
+                    self.rotations += 1  # counted once done: last_pause_s is set by then
+        if took is None:
+            logger.info("litestream %r: credentials rotated (source %s); Litestream "
+                        "does not run in this worker: it starts with them",
+                        self.settings.name, source)
+        else:
+            logger.info("litestream %r: credentials rotated (source %s); Litestream "
+                        "restarted in %d ms", self.settings.name, source, took * 1000)
+
+    async def _restart(self) -> float | None:
+        """Flush, stop and start Litestream again (with the keeper's environment, which
+        now holds the new keys), the keeper's lock held; the seconds that took, or None
+        when it was not running here (a standby, or down: it starts with them)."""
+        keeper, settings = self._keeper, self.settings
+        child = keeper.child
+        # Down because the last rotation's start failed: these keys get their start.
+        retry = (self._left_down and child is None and keeper.want_running
+                 and keeper.state is State.FAILED)
+        if keeper.closing or (child is None and not retry):
+            self.refusal.clear()  # judged afresh by the Litestream that starts with them
+            return None
+        began = time.monotonic()
+        # Durable waits see "restarting" and wait for the new one.
+        keeper.set_state(State.RESTARTING)
+        keeper.child = None  # keep_alive: this exit is no crash
+        if child is not None:
+            # Keys refused now (not when the call came): nothing can be flushed with them.
+            await self._stop_old(child, refused=self.refusal.failure is not None)
+        self.refusal.clear()  # the old one's lines no longer count
+        try:
+            await keeper.spawn()
+        except StartupError:
+            self._left_down = True
+            keeper.set_state(State.FAILED)
+            logger.error("litestream %r: did not start again with the rotated "
+                         "credentials; replication is OFF until new keys (the "
+                         "next rotation starts it) or start_litestream(%r)",
+                         settings.name, settings.name)
+            raise
+        else:
+            self._left_down = False
+        finally:
+            keeper.wake()  # keep_alive watches the new child
+        self.last_pause_s = time.monotonic() - began
+        return self.last_pause_s
 
     async def _stop_old(self, child: LitestreamProcess, *, refused: bool) -> None:
         """Flush the Litestream running with the old keys, then stop it; refused keys

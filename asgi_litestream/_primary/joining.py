@@ -133,11 +133,11 @@ class Joining:
                              settings.name, stale[0].describe())
                 return
         else:
-            await guard(settings, self._env, binary=self._binary,
+            await guard(settings, dict(self._env), binary=self._binary,
                         config_path=self._config_path,
                         on_start=lambda: keeper.set_state(State.RESTORING))
         if settings.restore_if_missing:
-            await restore_missing(self._binary, self._config_path, settings, self._env,
+            await restore_missing(self._binary, self._config_path, settings, dict(self._env),
                                   on_start=lambda: keeper.set_state(State.RESTORING))
         if not keeper.closing:
             await keeper.start()
@@ -182,9 +182,10 @@ class Joining:
                 self.leadership.resign()
 
     async def _find_stale(self) -> Sequence[Stale]:
-        """The files here that are behind the replica (a thread: it asks the replica)."""
+        """The files here that are behind the replica (a thread: it asks the replica;
+        with a copy of the environment, which a rotation may change meanwhile)."""
         return await anyio.to_thread.run_sync(functools.partial(
-            find_stale, self.settings, self._env, binary=self._binary,
+            find_stale, self.settings, dict(self._env), binary=self._binary,
             config_path=self._config_path))
 
     def _paths(self) -> str:

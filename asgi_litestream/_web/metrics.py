@@ -185,8 +185,6 @@ def _histogram(out: MetricsWriter, name: dict[str, Any], sync: SyncStats) -> Non
                   f"{metric}_count{format_labels(name)} {sync.callers}"]
 
 
-
-
 def _unix(iso: str | None) -> float | None:
     """An ISO 8601 time of the status (``...Z``) as unix seconds; None for none."""
     if not iso:

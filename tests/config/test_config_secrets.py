@@ -270,3 +270,26 @@ def test_download_url_credentials_are_never_logged(
     assert "downloading litestream from http://mirror-user:***@" in logged
     assert "Pa55w0rd-s3cret" not in logged + str(failure.value)
     assert "mirror-user:***@" in str(failure.value)
+
+
+def test_keys_a_config_file_gives_its_replicas_cannot_rotate(tmp_path: Path) -> None:
+    """Litestream reads such keys from its generated file: key files beside them are
+    refused at startup, and so is a rotation, naming the fix."""
+    from asgi_litestream._litestream.logs import LitestreamLog
+    from asgi_litestream._primary.credentials import Credentials
+
+    config = tmp_path / "litestream.yml"
+    config.write_text(yaml.safe_dump({"dbs": [{"path": str(tmp_path / "app.db"), "replica": {
+        "type": "s3", "bucket": "bucket", "path": "app", "access-key-id": "AKIA-IN-FILE",
+        "secret-access-key": "in-file"}}]}))
+    (tmp_path / "id").write_text("AKIA-FILE\n")
+    (tmp_path / "secret").write_text("secret\n")
+    with pytest.raises(ConfigError, match=r"access_key_id_file.*take access-key-id"):
+        Settings.from_options(environ={}, config_path=config,
+                              access_key_id_file=tmp_path / "id",
+                              secret_access_key_file=tmp_path / "secret")
+    settings = Settings.from_options(environ={}, config_path=config)
+    credentials = Credentials(settings, env={}, keeper=None,  # type: ignore[arg-type]
+                              log=LitestreamLog([]))
+    with pytest.raises(ConfigError, match="cannot change the keys"):
+        anyio.run(lambda: credentials.rotate("AKIA-NEW", "secret-new"))

@@ -126,3 +126,42 @@ async def test_a_replicas_rotation_refuses_an_empty_key_and_shows_no_key(
     assert second["source"] == "call" and second["rotations"] == 1
     assert "AKIA-NEW" not in str(second) and "sec-new" not in str(second)
     assert second["loaded_at"] > first["loaded_at"] and credentials.rotations == 1
+
+
+# Refuses a key it does not know, as S3 does, before any copy exists.
+REFUSING = KEYED.replace(
+    'secret = os.environ.get("LITESTREAM_SECRET_ACCESS_KEY", "-")',
+    'secret = os.environ.get("LITESTREAM_SECRET_ACCESS_KEY", "-")\n'
+    'if os.environ.get("LITESTREAM_ACCESS_KEY_ID") == "AKIA-NOT-YET":\n'
+    '    print("Error: operation error S3: ListObjectsV2, api error InvalidAccessKeyId: '
+    'The AWS Access Key Id you provided does not exist in our records.", flush=True)\n'
+    '    sys.exit(1)')
+
+
+@pytest.mark.anyio
+async def test_a_follower_that_gave_up_on_its_keys_follows_again_with_new_ones(
+    tmp_path: Path,
+) -> None:
+    """A first restore refused for its key gives up at once (no restart mends a key);
+    new keys (a rotation) make it follow again, and its copy comes."""
+    make_wal_database(tmp_path / "source.db", rows=3)
+    env = {**fake_env(tmp_path), "FAKE_KEYS": str(tmp_path / "keys"),
+           "LITESTREAM_ACCESS_KEY_ID": "AKIA-NOT-YET", "LITESTREAM_SECRET_ACCESS_KEY": "sec-test"}
+    followers = FollowerSet(fake_binary(tmp_path, REFUSING),
+                            [Database(path=tmp_path / "c0.db", replica_url="s3://bucket/c0")],
+                            env=env, log=LitestreamLog(["sec-test"]), secrets=["sec-test"])
+    follower = followers.followers[0]
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(followers.serve)
+        try:
+            with anyio.fail_after(10):
+                while follower.status().error is None:
+                    await anyio.sleep(0.02)
+            assert "access key id is not known" in (follower.status().error or "")
+            assert await followers.use_env({"LITESTREAM_ACCESS_KEY_ID": "AKIA-NOW"}) == 1
+            assert await followers.wait_ready(10)
+            assert "not known" not in (follower.status().error or "")  # gave up no more
+            assert follower.ready
+            assert keys_used(tmp_path)[-1] == "AKIA-NOW"
+        finally:
+            await followers.close()

@@ -48,6 +48,17 @@ def test_scrub_catches_escaped_secrets() -> None:
      "<SessionToken>***</SessionToken>"),
     ("SignedHeaders=host;x-amz-date;x-amz-security-token, Signature=0a1b",
      "SignedHeaders=host;x-amz-date;x-amz-security-token, Signature=0a1b"),
+    # The instance metadata's answer and its token header; SSO's answer.
+    ('{"Code" : "Success", "AccessKeyId" : "ASIA1", "SecretAccessKey" : "wJal/r+K", '
+     '"Token" : "IQoJ/Z+=", "Expiration" : "2026-12-06T05:00:00Z"}',
+     '{"Code" : "Success", "AccessKeyId" : "ASIA1", "SecretAccessKey" : "***", '
+     '"Token" : "***", "Expiration" : "2026-12-06T05:00:00Z"}'),
+    ("X-aws-ec2-metadata-token: AQAEAFd1=", "X-aws-ec2-metadata-token: ***"),
+    ('{"roleCredentials":{"accessKeyId":"ASIA1","secretAccessKey":"s/1","sessionToken":"t"}}',
+     '{"roleCredentials":{"accessKeyId":"ASIA1","secretAccessKey":"***","sessionToken":"***"}}'),
+    # The same JSON, escaped once inside a JSON log line.
+    (r'{"msg":"dump","body":"{\"SecretAccessKey\" : \"wJal\", \"Token\":\"IQo\"}"}',
+     r'{"msg":"dump","body":"{\"SecretAccessKey\" : \"***\", \"Token\":\"***\"}"}'),
 ])
 def test_scrub_hides_the_credentials_an_sdk_request_dump_shows(line: str,
                                                                 shown: str) -> None:
