@@ -77,7 +77,6 @@ class FollowerCredentials:
         async with self._lock:
             self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
-            self.rotations += 1
             began = time.monotonic()
             self._rotating = True
             try:
@@ -85,6 +84,7 @@ class FollowerCredentials:
                     variables, secrets=[v for v in variables.values() if v])
             finally:
                 self._rotating = False
+                self.rotations += 1  # counted once done, as a primary's
             self.refusal.clear()  # judged afresh by the followers that use them
             logger.info("litestream %r: credentials rotated (source %s); %d of %d "
                         "followers started again with them in %d ms", self.settings.name,

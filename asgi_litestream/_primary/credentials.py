@@ -125,10 +125,12 @@ class Credentials:
         began = time.monotonic()
         # Durable waits see "restarting" and wait for the new one.
         keeper.set_state(State.RESTARTING)
-        keeper.child = None  # keep_alive: this exit is no crash
         if child is not None:
             # Keys refused now (not when the call came): nothing can be flushed with them.
-            await self._stop_old(child, refused=self.refusal.failure is not None)
+            refused = self.refusal.failure is not None
+            await self._flush_old(child, refused=refused)
+            keeper.child = None  # keep_alive: this exit is no crash
+            await child.aclose(grace=0 if refused else settings.stop_timeout)
         self.refusal.clear()  # the old one's lines no longer count
         try:
             await keeper.spawn()
@@ -147,10 +149,9 @@ class Credentials:
         self.last_pause_s = time.monotonic() - began
         return self.last_pause_s
 
-    async def _stop_old(self, child: LitestreamProcess, *, refused: bool) -> None:
-        """Flush the Litestream running with the old keys, then stop it; refused keys
-        can flush nothing, so neither is tried (its final sync would be retried until
-        stop_timeout)."""
+    async def _flush_old(self, child: LitestreamProcess, *, refused: bool) -> None:
+        """Flush the Litestream running with the old keys; refused keys can flush
+        nothing, so it is not tried (nor its final sync: it is killed)."""
         settings = self.settings
         if refused:
             logger.info("litestream %r: the old keys were refused: no flush with them; "
@@ -159,7 +160,6 @@ class Credentials:
             logger.warning("litestream %r: the flush before the rotation did not reach "
                            "every replica (the old keys may be revoked already); the new "
                            "Litestream ships the rest", settings.name)
-        await child.aclose(grace=0 if refused else settings.stop_timeout)
 
     async def watch_files(self) -> None:
         """The service's task (with key files): rotate to the files' keys when both
