@@ -157,19 +157,19 @@ class KeyFileWatch:
 
 async def watch_key_files(
     paths: tuple[Path | None, Path | None], *, name: str, interval: float,
-    applied: Callable[[], tuple[str | None, str | None]],
+    read_at_startup: tuple[str | None, str | None],
     rotate: Callable[[str, str], Awaitable[object]], stopped: Callable[[], bool],
 ) -> None:
     """Look at the key files every ``interval`` s until ``stopped()``, and ``rotate``
     to their keys when :class:`KeyFileWatch` says so. What counts is a change of the
-    files since their keys were last applied (``applied()`` at the start: the keys read
-    from them at startup), not a difference from the keys in use: keys a
-    ``rotate_credentials`` call put in place stay until the files change. A failed
-    rotation is logged and tried again at the next look."""
+    files since their keys were last applied (at first, ``read_at_startup``), not a
+    difference from the keys in use: keys a ``rotate_credentials`` call put in place
+    stay until the files change. A failed rotation is logged and tried again at the
+    next look."""
     if paths[0] is None or paths[1] is None:
         return
     watch = KeyFileWatch((paths[0], paths[1]), name=name)
-    from_files = applied()
+    from_files = read_at_startup
     failed = ""  # the last failure, said once however often it is tried again
     while not stopped():
         await anyio.sleep(interval)

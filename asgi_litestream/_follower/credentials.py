@@ -24,7 +24,7 @@ import anyio
 
 from .._config.secret_files import check_keys, watch_key_files
 from .._config.settings import Settings
-from .._litestream.refusals import KeyRefusal, iso
+from .._litestream.refusals import KeyRefusal
 from .._locks.leader_info import CredentialsStatus
 from .group import FollowerSet
 
@@ -41,7 +41,6 @@ class FollowerCredentials:
         self.rotations = 0
         self._followers = followers
         self._lock = anyio.Lock()
-        self._applied = (settings.access_key_id, settings.secret_access_key)
         self._rotating = False
         # Any follower's lines count, but not those of one stopping for a rotation.
         self.refusal = KeyRefusal(
@@ -54,12 +53,8 @@ class FollowerCredentials:
         """The status's ``credentials``, shaped as a primary's: where from, when, the
         rotations, refused or not; never the keys. (Refused keys do not turn readiness
         by themselves: on a read replica it follows the copies' lag.)"""
-        refusal = self.refusal
-        return CredentialsStatus(
-            source=self.source, rotations=self.rotations, loaded_at=iso(self.loaded_at),
-            rejected_since=None if refusal.since is None else iso(refusal.since),
-            problem=None if refusal.failure is None else refusal.failure.cause,
-        ).to_json()
+        return CredentialsStatus.of(source=self.source, loaded_at=self.loaded_at,
+                                    refusal=self.refusal, rotations=self.rotations).to_json()
 
     async def _watch_progress(self) -> None:
         """Refused keys under which the copies move forward again work (an SDK that
@@ -75,7 +70,6 @@ class FollowerCredentials:
         variables = check_keys(access_key_id, secret_access_key, session_token)
         self.settings.check_rotatable("access_key_id", access_key_id)
         async with self._lock:
-            self._applied = (access_key_id, secret_access_key)
             self.source, self.loaded_at = source, datetime.now(timezone.utc)
             began = time.monotonic()
             self._rotating = True
@@ -99,5 +93,5 @@ class FollowerCredentials:
         await watch_key_files(
             (settings.access_key_id_file, settings.secret_access_key_file),
             name=settings.name, interval=settings.health_interval,
-            applied=lambda: self._applied,
+            read_at_startup=(settings.access_key_id, settings.secret_access_key),
             rotate=functools.partial(self.rotate, source="file"), stopped=lambda: False)

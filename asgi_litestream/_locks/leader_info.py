@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
+from .._litestream.refusals import KeyRefusal, iso
 from .._state import State
 
 _T = TypeVar("_T")
@@ -73,6 +75,16 @@ class CredentialsStatus:
     problem: str | None = None  # the refusal in plain words ("the access key id is...")
     rotations: int = 0  # since startup
     last_pause_s: float | None = None  # the last rotation: flush to running again
+
+    @classmethod
+    def of(cls, *, source: str, loaded_at: datetime, refusal: KeyRefusal, rotations: int,
+           last_pause_s: float | None = None) -> CredentialsStatus:
+        """The record of the keys in use now (a primary's or a read replica's)."""
+        return cls(source=source, loaded_at=iso(loaded_at),
+                   rejected_since=None if refusal.since is None else iso(refusal.since),
+                   problem=None if refusal.failure is None else refusal.failure.cause,
+                   rotations=rotations,
+                   last_pause_s=None if last_pause_s is None else round(last_pause_s, 3))
 
     @property
     def rejected(self) -> bool:

@@ -34,7 +34,7 @@ from .._config.settings import Settings
 from .._exceptions import StartupError
 from .._litestream.logs import LitestreamLog
 from .._litestream.process import LitestreamProcess
-from .._litestream.refusals import KeyRefusal, iso
+from .._litestream.refusals import KeyRefusal
 from .._locks.leader_info import CredentialsStatus
 from .._state import State
 from .keeper import Keeper
@@ -57,7 +57,6 @@ class Credentials:
         self._keeper = keeper
         self._log = log
         self._lock = anyio.Lock()
-        self._applied = (settings.access_key_id, settings.secret_access_key)
         self._left_down = False  # the last rotation's start failed: Litestream is down
         # Only the running child's lines count, not those of one stopping for a rotation.
         self.refusal = KeyRefusal(log, name=settings.name, source=lambda: self.source,
@@ -75,13 +74,9 @@ class Credentials:
 
     def status(self) -> CredentialsStatus:
         """The status's ``credentials``: where from, when, refused or not; no key."""
-        refusal = self.refusal
-        return CredentialsStatus(
-            source=self.source, loaded_at=iso(self.loaded_at),
-            rejected_since=None if refusal.since is None else iso(refusal.since),
-            problem=None if refusal.failure is None else refusal.failure.cause,
-            rotations=self.rotations,
-            last_pause_s=None if self.last_pause_s is None else round(self.last_pause_s, 3))
+        return CredentialsStatus.of(source=self.source, loaded_at=self.loaded_at,
+                                    refusal=self.refusal, rotations=self.rotations,
+                                    last_pause_s=self.last_pause_s)
 
     async def rotate(self, access_key_id: str, secret_access_key: str, *,
                      session_token: str | None = None, source: str = "call") -> None:
@@ -96,7 +91,6 @@ class Credentials:
             with anyio.CancelScope(shield=True):  # never leave it half-rotated
                 self._log.add_secrets([v for v in variables.values() if v])
                 use_variables(self._env, variables)
-                self._applied = (access_key_id, secret_access_key)
                 self.source, self.loaded_at = source, datetime.now(timezone.utc)
                 try:
                     took = await self._restart()
@@ -168,6 +162,6 @@ class Credentials:
         await watch_key_files(
             (settings.access_key_id_file, settings.secret_access_key_file),
             name=settings.name, interval=settings.health_interval,
-            applied=lambda: self._applied,
+            read_at_startup=(settings.access_key_id, settings.secret_access_key),
             rotate=functools.partial(self.rotate, source="file"),
             stopped=lambda: self._keeper.closing)

@@ -193,7 +193,7 @@ async def test_watch_key_files_rotates_and_survives_a_failed_rotation(
             task_group.start_soon(change_later)
             await watch_key_files(
                 (files["access_key_id_file"], files["secret_access_key_file"]), name="t",
-                interval=0.01, applied=lambda: applied[-1], rotate=rotate,
+                interval=0.01, read_at_startup=applied[-1], rotate=rotate,
                 stopped=lambda: len(applied) > 1)
     assert applied[-1] == ("AKIA-3", "secret-3")
 
@@ -205,7 +205,7 @@ async def test_watch_key_files_without_files_returns_at_once() -> None:
         raise AssertionError("no rotation without files")
 
     with anyio.fail_after(1):
-        await watch_key_files((None, None), name="t", interval=10, applied=lambda: (None, None),
+        await watch_key_files((None, None), name="t", interval=10, read_at_startup=(None, None),
                               rotate=rotate, stopped=lambda: False)
 
 
@@ -233,6 +233,6 @@ async def test_keys_from_a_call_stay_until_the_files_change(tmp_path: Path) -> N
             task_group.start_soon(call_then_change_files)
             await watch_key_files(
                 (files["access_key_id_file"], files["secret_access_key_file"]), name="t",
-                interval=0.01, applied=lambda: in_use[0], rotate=rotate,
+                interval=0.01, read_at_startup=in_use[0], rotate=rotate,
                 stopped=lambda: bool(rotations))
     assert rotations == [("AKIA-2", "secret-2")]
